@@ -1,0 +1,95 @@
+"""The `glowrl` command: one entry point for every stage and tool.
+
+    glowrl sft --config recipe.yaml [--field value ...]      GLOW SFT (stage 1)
+    glowrl label --input trajectories.jsonl --output labelled.jsonl
+
+Every subcommand is also a module runnable under `accelerate launch -m glowrl.<stage>`. Errors in recipes, data or
+arguments print one line naming the field and the fix, and exit with status 2.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def run_guarded(fn, argv: list[str] | None = None) -> int:
+    """Run `fn(argv)`; turn a configuration or data error into one `glowrl: error:` line and exit status 2."""
+    try:
+        return fn(argv)
+    except (ValueError, FileNotFoundError) as e:
+        if os.environ.get("GLOWRL_TRACEBACK"):
+            raise
+        print(f"glowrl: error: {e}", file=sys.stderr)
+        return 2
+
+
+def label_cli(argv: list[str] | None = None) -> int:
+    """`glowrl label`: write a copy of a trajectory file with a `correct` column checked by math-verify."""
+    from .data import TrajectoryArguments, label_trajectories, load_table, normalize_trajectories
+
+    parser = argparse.ArgumentParser(prog="glowrl label", description=label_cli.__doc__)
+    parser.add_argument("--input", required=True, help="trajectory file (JSONL/Parquet) or Hub dataset name")
+    parser.add_argument("--output", required=True, help="labelled JSONL file to write")
+    parser.add_argument("--answer_column", default="answer")
+    parser.add_argument("--completion_column", default="completion")
+    parser.add_argument("--prompt_column", default="prompt")
+    parser.add_argument("--problem_column", default="problem")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise ValueError(f"--output: {output} exists; pass --overwrite to replace it")
+    table = load_table(args.input)
+    if args.answer_column not in table.column_names:
+        raise ValueError(
+            f"--answer_column: {args.input} has no {args.answer_column!r} column to label from "
+            f"(columns: {sorted(table.column_names)}); name the gold-answer column with --answer_column"
+        )
+    traj_args = TrajectoryArguments(
+        dataset_paths=[args.input], answer_column=args.answer_column, completion_column=args.completion_column,
+        prompt_column=args.prompt_column, problem_column=args.problem_column, correct_column="\0relabel",
+    )
+    labels = label_trajectories(normalize_trajectories(table, traj_args, args.input))["correct"]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=output.parent, suffix=".tmp", delete=False) as f:
+        for row, correct in zip(table, labels, strict=True):
+            f.write(json.dumps({**row, "correct": correct}, default=str) + "\n")
+    os.replace(f.name, output)
+    counts = {c: labels.count(c) for c in (True, False, None)}
+    print(
+        f"Labelled {len(labels)} trajectories: {counts[True]} correct, {counts[False]} incorrect, "
+        f"{counts[None]} with an unparseable gold answer -> {output}"
+    )
+    return 0
+
+
+def _sft(argv):
+    from .sft import cli
+
+    return cli(argv)
+
+
+COMMANDS = {
+    "sft": (_sft, "GLOW-weighted SFT on trajectories (stage 1)"),
+    "label": (label_cli, "label trajectories as correct/incorrect with math-verify"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
+        print(f"usage: glowrl <command> [options]\n\ncommands:\n{lines}", file=sys.stderr if argv else sys.stdout)
+        known = not argv or argv[0] in ("-h", "--help")
+        if not known:
+            print(f"glowrl: error: unknown command {argv[0]!r}", file=sys.stderr)
+        return 0 if known else 2
+    fn, _ = COMMANDS[argv[0]]
+    return run_guarded(fn, argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
