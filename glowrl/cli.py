@@ -80,13 +80,13 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv or argv[0] not in COMMANDS:
         lines = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
-        print(f"usage: glowrl <command> [options]\n\ncommands:\n{lines}", file=sys.stderr if argv else sys.stdout)
-        known = not argv or argv[0] in ("-h", "--help")
-        if not known:
+        asked = not argv or argv[0] in ("-h", "--help")
+        print(f"usage: glowrl <command> [options]\n\ncommands:\n{lines}", file=sys.stdout if asked else sys.stderr)
+        if not asked:
             print(f"glowrl: error: unknown command {argv[0]!r}", file=sys.stderr)
-        return 0 if known else 2
+        return 0 if asked else 2
     fn, _ = COMMANDS[argv[0]]
     return run_guarded(fn, argv[1:])
 

@@ -158,12 +158,16 @@ class GLOWTrainer(SFTTrainer):
             if len(ids) and (ids.min() < 0 or len(ids.unique()) != len(ids)):
                 raise ValueError("sample_id must hold unique non-negative integers, one per training sample")
             expected_ids = set(ids.tolist())
+        output_dir_existed = Path(args.output_dir).exists()
         super().__init__(model, args=args, train_dataset=train_dataset, **kwargs)
         if not self._glow_on:
             return
         kept = set(self.train_dataset["sample_id"])
         dropped = sorted(expected_ids - kept)
         if dropped:
+            output_dir = Path(self.args.output_dir)
+            if not output_dir_existed and output_dir.is_dir() and not any(output_dir.iterdir()):
+                output_dir.rmdir()  # Trainer.__init__ made it; a refused run leaves nothing behind
             raise ValueError(
                 f"{len(dropped)} trajectories have no trainable tokens after tokenization (sample_id {dropped[:10]}"
                 f"{' ...' if len(dropped) > 10 else ''}): their completion is empty or truncated away by "
