@@ -1,5 +1,6 @@
 """The `glowrl` command: one entry point for every stage and tool.
 
+    glowrl demo [--output_dir DIR]                         the main job on a CPU, nothing downloaded
     glowrl sft --config recipe.yaml [--field value ...]      GLOW SFT (stage 1)
     glowrl label --input trajectories.jsonl --output labelled.jsonl
 
@@ -72,7 +73,14 @@ def _sft(argv):
     return cli(argv)
 
 
+def _demo(argv):
+    from .demo import main
+
+    return main(argv)
+
+
 COMMANDS = {
+    "demo": (_demo, "the whole method on a CPU: built-in task, tiny model, GLOW SFT"),
     "sft": (_sft, "GLOW-weighted SFT on trajectories (stage 1)"),
     "label": (label_cli, "label trajectories as correct/incorrect with math-verify"),
 }
