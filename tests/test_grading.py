@@ -1,0 +1,209 @@
+r"""Tests for `glowrl.grading`: box extraction, math equivalence, unparseable golds, and the time bound.
+
+Covers `extract_boxed` edge cases (text and stray `}` after the box, nesting, `\fbox`, last box wins, long inputs),
+`verify_answer` / `verify_batch` / `answers_match` on plain and LaTeX golds, every MATH-500 solution against its own
+answer and against its neighbour's, and that adversarial inputs return within the bound without raising, from the
+main thread, from other threads and from a forked process.
+
+Run: `python -m pytest tests/test_grading.py -q`
+"""
+
+import json
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from glowrl.grading import MAX_ANSWER_CHARS, answers_match, extract_boxed, verify_answer, verify_batch
+
+
+REPO = Path(__file__).resolve().parents[1]
+# The generous ceiling for one call with a 1 s timeout: the timeout, plus starting a replacement worker (about a second
+# on a loaded 2-core machine). Without the bound these inputs run for minutes.
+TIMEOUT = 1.0
+BOUND = 10.0
+
+
+def load_math500() -> list[dict]:
+    for path in (REPO / "glowrl/benchmarks/math500.jsonl", REPO.parent / "shared/data/benchmarks/math500.jsonl"):
+        if path.exists():
+            with open(path) as f:
+                return [json.loads(line) for line in f]
+    pytest.skip("math500.jsonl is in neither glowrl/benchmarks/ nor ../shared/data/benchmarks/")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (r"so \boxed{5}. Done }} {", "5"),  # text after the box, stray `}` included, is ignored
+        (r"\boxed{\frac{1}{\sqrt{2}}}", r"\frac{1}{\sqrt{2}}"),  # nested braces
+        (r"\fbox{7}", "7"),  # \fbox counts as a box
+        (r"\boxed{1} no, \boxed{2}", "2"),  # the last box wins
+        (r"\boxed{1} then \boxed{2", "1"),  # a box never closed (truncated output) is skipped
+        (r"\boxed{\boxed{3}}", "3"),  # the box that opens last
+        (r"$\boxed 5$", "5"),  # brace-less box
+        (r"\boxed {4}", "4"),  # space before the brace
+        (r"\boxed{\{1, 2\}}", r"\{1, 2\}"),  # escaped braces do not count
+        (r"\boxed{\left\{ x \right.}", r"\left\{ x \right."),  # even when unbalanced
+        (r"\boxed{a \\ {b}}", r"a \\ {b}"),  # `\\` is a line break, and the `{` after it a real brace
+        (r"\boxedx{1}", None),  # another command
+        (r"\boxed{", None),
+        ("the answer is 7", None),
+        ("", None),
+        (None, None),  # not even a string
+    ],
+)
+def test_extract_boxed(text, expected):
+    assert extract_boxed(text) == expected
+
+
+def test_extract_boxed_long_nested_input_is_fast():
+    nested = "\\boxed{" + "{" * 10_000 + "x" + "}" * 10_000 + "}"
+    unclosed = "\\boxed{" * 3_000 + "{" * 10_000
+    start = time.monotonic()
+    assert extract_boxed(nested) == "{" * 10_000 + "x" + "}" * 10_000
+    assert extract_boxed(unclosed) is None
+    assert time.monotonic() - start < 1.0  # a rescan from every `\boxed{` would be quadratic
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "expected"),
+    [
+        (r"so \boxed{\dfrac{28}{6}}", r"\frac{14}{3}", 1.0),  # equivalent, not equal
+        (r"\boxed{27}", "27.0", 1.0),  # plain number gold
+        (r"\boxed{(3, \frac{\pi}{2})}", r"\left( 3, \frac{\pi}{2} \right)", 1.0),  # tuples, \left( \right)
+        (r"\boxed{\text{Evelyn}}", r"\text{Evelyn}", 1.0),  # text answers
+        (r"\boxed{\frac43}", r"\frac{4}{3}", 1.0),  # brace-less \frac, common in MATH
+        (r"\boxed{0.5}", r"\frac12", 1.0),
+        (r"\boxed{3, 5, 7}", "7, 5, 3", 1.0),  # solution sets
+        (r"\boxed{2}", r"worked solution ... so \boxed{2}.", 1.0),  # a gold solution's last box is the gold
+        (r"\boxed{7}", 7, 1.0),  # an int gold from a dataset column
+        (r"\boxed{8}", "7", 0.0),
+        (r"\boxed{\frac{14}{3}}", "4.6667", 0.0),
+        ("the answer is 7", "7", 0.0),  # no box
+        (r"\boxed{}", "7", 0.0),  # empty box
+        (r"\boxed{1}", "\\frac{", None),  # gold does not parse
+        ("no box", "\\frac{", None),  # ... even when there is no box
+        (r"\boxed{1}", "", None),
+        (r"\boxed{1}", None, None),
+    ],
+)
+def test_verify_answer(completion, gold, expected):
+    assert verify_answer(completion, gold) == expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        (r"\frac{1}{2}", "0.5", True),
+        ("3,5,7", "3, 5, 7", True),
+        (r"(3, \frac{\pi}{2})", r"\left( 3, \frac{\pi}{2} \right)", True),
+        (r"x = 5", "5", True),  # math-verify reads an assignment as its value
+        ("1000", "1000.0", True),
+        ("2", "3", False),
+        (r"\sqrt{2}", "1.41", False),
+        ("", "1", False),
+        ("1", "\\frac{", None),  # gold does not parse
+    ],
+)
+def test_answers_match(pred, gold, expected):
+    assert answers_match(pred, gold) is expected
+
+
+def test_verify_batch_aligned_with_duplicates():
+    completions = [r"\boxed{2}", r"\boxed{\sqrt{4}}", r"\boxed{3}", r"\boxed{2}", "none", r"\boxed{2}"]
+    golds = ["2", "2", "2", "2", "2", "\\frac{"]
+    assert verify_batch(completions, golds) == [1.0, 1.0, 0.0, 1.0, 0.0, None]
+    assert verify_batch([], []) == []
+
+
+def test_math500_solution_matches_own_answer():
+    rows = load_math500()
+    scores = verify_batch([row["solution"] for row in rows], [row["answer"] for row in rows])
+    assert sum(score == 1.0 for score in scores) >= 0.99 * len(rows)
+
+
+def test_math500_solution_does_not_match_next_answer():
+    rows = load_math500()
+    pairs = [(rows[i + 1]["solution"], rows[i]["answer"]) for i in range(len(rows) - 1)]
+    pairs = [pair for i, pair in enumerate(pairs) if rows[i + 1]["answer"] != rows[i]["answer"]]  # same gold: skip
+    scores = verify_batch(*zip(*pairs, strict=True))
+    assert sum(score == 0.0 for score in scores) >= 0.99 * len(pairs)
+
+
+def test_verify_batch_rejects_misuse():
+    with pytest.raises(ValueError):
+        verify_batch([r"\boxed{1}"], ["1", "2"])  # misaligned lists
+    with pytest.raises(ValueError, match="timeout"):
+        verify_answer(r"\boxed{1}", "1", timeout=0)  # not math-verify's "0 disables the timeout"
+
+
+ADVERSARIAL = [
+    "",
+    "no box at all " * 1_000,
+    "\\boxed{" + "{" * 10_000 + "}" * 10_000 + "}",  # 20,000 nested braces
+    "\\boxed{" + "{" * 60 + "1" + "}" * 60 + "}",  # short enough to reach math-verify, which then recurses for long
+    "\\boxed{" * 5_000 + "}" * 3,  # unbalanced
+    "\\boxed{{{1}",
+    "\\boxed{}}}}{{{{",
+    "\\boxed{\x00\ud800\U0001f600\u202e\ufffd}",  # NUL, lone surrogate, emoji, bidi override
+    "\\boxed{9^{9^{9^{9}}}}",  # an integer with billions of digits
+    "\\boxed{2^{10^{10}}}",
+    "\\boxed{(1+x)^{1000000}}",
+    "\\boxed{" + "x" * (MAX_ANSWER_CHARS + 1) + "}",
+]
+
+
+@pytest.mark.parametrize("completion", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
+def test_verify_answer_adversarial_completion_is_bounded(completion):
+    start = time.monotonic()
+    assert verify_answer(completion, "3", timeout=TIMEOUT) == 0.0
+    assert time.monotonic() - start < BOUND
+
+
+def test_gold_that_does_not_parse_in_time_is_none():
+    start = time.monotonic()
+    assert verify_answer(r"\boxed{1}", "x" * 20_000, timeout=TIMEOUT) is None  # parsing this gold takes ~15 s
+    assert time.monotonic() - start < BOUND
+
+
+def test_grader_recovers_after_timeout():
+    assert verify_answer(r"\boxed{3^{3^{3^{3^{3}}}}}", "4", timeout=TIMEOUT) == 0.0
+    assert verify_answer(r"\boxed{\sqrt{16}}", "4", timeout=TIMEOUT) == 1.0
+
+
+def test_bound_holds_off_the_main_thread():
+    # math-verify's own timeouts use signal.alarm, which raises ValueError outside the main thread.
+    hard = [r"\boxed{7^{7^{7^{7}}}}", r"\boxed{(2+y)^{999999}}", r"\boxed{6^{10^{10}}}"]
+    easy = [r"\boxed{\frac{10}{2}}", r"\boxed{5.0}", r"\boxed{6}"]
+    completions, expected = hard + easy, [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    start = time.monotonic()
+    with ThreadPoolExecutor(len(completions)) as pool:
+        scores = list(pool.map(lambda c: verify_answer(c, "5", timeout=TIMEOUT), completions))
+    assert scores == expected
+    assert time.monotonic() - start < BOUND
+
+    result = []
+    thread = threading.Thread(target=lambda: result.append(verify_batch([r"\boxed{8^{8^{8^{8}}}}"], ["5"], timeout=1)))
+    start = time.monotonic()
+    thread.start()
+    thread.join(BOUND)
+    assert result == [[0.0]]
+    assert time.monotonic() - start < BOUND
+
+
+def _grade_in_child(gold):
+    return verify_answer(r"\boxed{\frac{9}{3}}", gold)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_children_do_not_share_the_parents_worker():
+    assert verify_answer(r"\boxed{\frac{8}{2}}", "4") == 1.0  # the parent now holds an idle worker
+    golds = [r"\sqrt{9}", r"\sqrt{8}", r"\sqrt{9}", r"\sqrt{7}"]
+    with multiprocessing.get_context("fork").Pool(4) as pool:  # as `datasets.map(num_proc=4)` does
+        assert pool.map(_grade_in_child, golds, chunksize=1) == [1.0, 0.0, 1.0, 0.0]
+    assert verify_answer(r"\boxed{\frac{10}{2}}", r"\sqrt{25}") == 1.0
