@@ -2,6 +2,7 @@
 
     glowrl demo [--output_dir DIR]                         the main job on a CPU, nothing downloaded
     glowrl sft --config recipe.yaml [--field value ...]      GLOW SFT (stage 1)
+    glowrl grpo --config recipe.yaml [--field value ...]     GRPO from the SFT checkpoint (stage 2)
     glowrl label --input trajectories.jsonl --output labelled.jsonl
 
 Every subcommand is also a module runnable under `accelerate launch -m glowrl.<stage>`. Errors in recipes, data or
@@ -73,6 +74,12 @@ def _sft(argv):
     return cli(argv)
 
 
+def _grpo(argv):
+    from .grpo import cli
+
+    return cli(argv)
+
+
 def _demo(argv):
     from .demo import main
 
@@ -82,6 +89,7 @@ def _demo(argv):
 COMMANDS = {
     "demo": (_demo, "the whole method on a CPU: built-in task, tiny model, GLOW SFT"),
     "sft": (_sft, "GLOW-weighted SFT on trajectories (stage 1)"),
+    "grpo": (_grpo, "GRPO with math rewards and rollout entropy, from the SFT checkpoint (stage 2)"),
     "label": (label_cli, "label trajectories as correct/incorrect with math-verify"),
 }
 

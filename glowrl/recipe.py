@@ -28,6 +28,8 @@ from transformers import HfArgumentParser
 STAGES = ("sft", "rl")
 # Keys only the pipeline reads; accepted at the top level of any recipe and ignored by the stages.
 PIPELINE_KEYS = ("output_root", "accelerate_config", "env")
+# The RL trainers glowrl runs on the GLOW checkpoint (`rl: {algorithm: ...}`), each with its own stage module.
+RL_ALGORITHMS = {"grpo": "glowrl.grpo", "rloo": "glowrl.rloo", "dpo": "glowrl.preference", "kto": "glowrl.preference"}
 
 
 class RecipeError(ValueError):
@@ -81,12 +83,25 @@ def stage_values(recipe: dict, stage: str, dataclass_types, other_stage_fields: 
     if not isinstance(section, dict):
         raise RecipeError(f"section {stage}: must be a mapping of keys to values")
     for key, value in section.items():
+        if stage == "rl" and key == "algorithm":
+            continue  # read by `rl_algorithm`, which picked these dataclasses
         if key not in known:
             raise _unknown_key_error(key, known, f"section {stage}:")
         values[key] = value
-    if sectioned and "output_dir" not in values and recipe.get("output_root"):
-        values["output_dir"] = str(Path(recipe["output_root"]) / stage)
+    if sectioned and recipe.get("output_root"):
+        root = Path(recipe["output_root"])
+        values.setdefault("output_dir", str(root / stage))
+        if stage == "rl" and "model_name_or_path" not in section:
+            values["model_name_or_path"] = str(root / "sft")  # RL starts from the SFT stage's output
     return values
+
+
+def rl_algorithm(recipe: dict) -> str:
+    """The RL algorithm a recipe asks for (`rl: {algorithm: ...}`, default `grpo`), checked against `RL_ALGORITHMS`."""
+    algorithm = (recipe.get("rl") or {}).get("algorithm", "grpo")
+    if algorithm not in RL_ALGORITHMS:
+        raise RecipeError(f"rl.algorithm: unknown algorithm {algorithm!r}; choose one of {', '.join(RL_ALGORITHMS)}")
+    return algorithm
 
 
 def parse_stage_args(dataclass_types, stage: str, argv: list[str] | None = None, other_stage_fields=frozenset()):
