@@ -2,7 +2,10 @@
 
     glowrl demo [--output_dir DIR]                         the main job on a CPU, nothing downloaded
     glowrl sft --config recipe.yaml [--field value ...]      GLOW SFT (stage 1)
+    glowrl pipeline --config recipe.yaml [--rl.field value ...] SFT then RL, one command
     glowrl grpo --config recipe.yaml [--field value ...]     GRPO from the SFT checkpoint (stage 2)
+    glowrl rl --config recipe.yaml                           stage 2 with rl.algorithm: grpo | rloo | dpo | kto
+    glowrl eval --model PATH --benchmarks math500,gpqa_diamond    pass@k, maj@k, inference entropy
     glowrl label --input trajectories.jsonl --output labelled.jsonl
 
 Every subcommand is also a module runnable under `accelerate launch -m glowrl.<stage>`. Errors in recipes, data or
@@ -80,6 +83,42 @@ def _grpo(argv):
     return cli(argv)
 
 
+def _rl(argv):
+    from .rl import cli
+
+    return cli(argv)
+
+
+def _pipeline(argv):
+    from .pipeline import main
+
+    return main(argv)
+
+
+def _eval(argv):
+    from .evaluation import main
+
+    return main(argv)
+
+
+def _tiny_model(argv):
+    """`glowrl tiny-model --output_dir DIR`: build the tiny Qwen2 model and tokenizer used by the tiny recipes."""
+    from .arithmetic import tokenizer_corpus
+    from .tiny_model import build_tiny_model
+
+    parser = argparse.ArgumentParser(prog="glowrl tiny-model", description=_tiny_model.__doc__)
+    parser.add_argument("--output_dir", default="outputs/tiny/base")
+    parser.add_argument("--hidden_size", type=int, default=64)
+    parser.add_argument("--num_hidden_layers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = build_tiny_model(args.output_dir, tokenizer_corpus(seed=0), hidden_size=args.hidden_size,
+                            num_hidden_layers=args.num_hidden_layers, intermediate_size=2 * args.hidden_size,
+                            seed=args.seed)
+    print(f"Tiny Qwen2 model and tokenizer saved to {path}")
+    return 0
+
+
 def _demo(argv):
     from .demo import main
 
@@ -89,8 +128,12 @@ def _demo(argv):
 COMMANDS = {
     "demo": (_demo, "the whole method on a CPU: built-in task, tiny model, GLOW SFT"),
     "sft": (_sft, "GLOW-weighted SFT on trajectories (stage 1)"),
+    "pipeline": (_pipeline, "SFT then RL from one recipe, each stage under accelerate launch"),
+    "rl": (_rl, "the RL stage with the recipe's algorithm: grpo, rloo, dpo or kto"),
     "grpo": (_grpo, "GRPO with math rewards and rollout entropy, from the SFT checkpoint (stage 2)"),
+    "eval": (_eval, "pass@k, maj@k and inference entropy on math and out-of-domain benchmarks"),
     "label": (label_cli, "label trajectories as correct/incorrect with math-verify"),
+    "tiny-model": (_tiny_model, "build the tiny local Qwen2 model used by the tiny recipes"),
 }
 
 

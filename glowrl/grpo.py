@@ -328,6 +328,7 @@ def main(script_args: ProblemArguments, training_args: MathGRPOConfig, model_arg
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json next to the model: the log history the pipeline summarises
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
     return trainer
 

@@ -104,8 +104,10 @@ def rl_algorithm(recipe: dict) -> str:
     return algorithm
 
 
-def parse_stage_args(dataclass_types, stage: str, argv: list[str] | None = None, other_stage_fields=frozenset()):
+def parse_stage_args(dataclass_types, stage: str, argv: list[str] | None = None):
     """Parse `--config recipe.yaml` plus `--field value` overrides into instances of `dataclass_types`.
+
+    With a pipeline recipe, shared keys that only the other stage has are allowed and skipped.
 
     Returns:
         `tuple`: one instance per dataclass type, in order.
@@ -122,6 +124,12 @@ def parse_stage_args(dataclass_types, stage: str, argv: list[str] | None = None,
         if not isinstance(env, dict):
             raise RecipeError("env: must be a mapping of environment variable names to values")
         os.environ.update({k: str(v) for k, v in env.items()})
+        other_stage_fields = set()
+        if any(s in recipe for s in STAGES):
+            from .pipeline import stage_dataclass_types  # the pipeline knows every stage's dataclasses
+
+            other = "rl" if stage == "sft" else "sft"
+            other_stage_fields = _field_names(stage_dataclass_types(other, rl_algorithm(recipe)))
         values = stage_values(recipe, stage, dataclass_types, other_stage_fields)
         parser.set_defaults(**values)
         for action in parser._actions:  # a value from the recipe satisfies a required field

@@ -55,3 +55,25 @@ def cpu_training_args(output_dir, **overrides) -> dict:
 def read_jsonl(path) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def addition_file(tmp_path_factory):
+    """81 one-step addition trajectories (about 30% wrong by one): a format the tiny model learns in ~30 steps.
+
+    The arithmetic task's 3-4-step trajectories take the ~100k-parameter model hundreds of steps; GRPO tests need a
+    model that already boxes its answers after a few seconds of SFT.
+    """
+    import random
+
+    rng = random.Random(0)
+    rows = []
+    for a in range(1, 10):
+        for b in range(1, 10):
+            wrong = rng.random() < 0.3
+            shown = a + b + rng.choice([-1, 1]) if wrong else a + b
+            rows.append({"problem": f"What is {a} + {b}?", "completion": f"{a} + {b} = {shown}.\nThe answer is "
+                         f"\\boxed{{{shown}}}.", "answer": str(a + b), "correct": not wrong})
+    path = tmp_path_factory.mktemp("data") / "addition.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)

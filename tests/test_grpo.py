@@ -1,0 +1,102 @@
+"""The GRPO stage: a tiny model taught the answer format by GLOW SFT, then GRPO from that checkpoint directory.
+
+    python -m pytest tests/test_grpo.py
+"""
+
+from pathlib import Path
+
+import pytest
+from conftest import read_jsonl
+
+from glowrl.cli import main as glowrl_main
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def sft_checkpoint(tmp_path_factory, tiny_model_dir, addition_file):
+    """A short GLOW SFT run through `glowrl sft`: the tiny model learns to answer in a box."""
+    out = tmp_path_factory.mktemp("sft") / "model"
+    argv = ["sft", "--config", str(REPO / "recipes/tiny/sft.yaml"), "--model_name_or_path", tiny_model_dir,
+            "--dataset_paths", addition_file, "--output_dir", str(out), "--num_train_epochs", "6",
+            "--learning_rate", "1e-2", "--save_strategy", "no", "--per_device_train_batch_size", "16"]
+    assert glowrl_main(argv) == 0
+    return str(out)
+
+
+def grpo_argv(model, data, out, *extra):
+    return ["grpo", "--config", str(REPO / "recipes/tiny/grpo.yaml"), "--model_name_or_path", model,
+            "--dataset_paths", data, "--output_dir", str(out), "--max_steps", "3", "--save_strategy", "no",
+            "--num_generations", "4", "--per_device_train_batch_size", "8", "--max_completion_length", "64", *extra]
+
+
+@pytest.fixture(scope="module")
+def grpo_run(tmp_path_factory, sft_checkpoint, addition_file):
+    out = tmp_path_factory.mktemp("grpo") / "rl"
+    assert glowrl_main(grpo_argv(sft_checkpoint, addition_file, out)) == 0
+    return out
+
+
+def test_logs_rewards_and_entropy_figures(grpo_run):
+    rows = read_jsonl(grpo_run / "entropy.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert "entropy/initial" in rows[0] and all("entropy/initial" not in r for r in rows[1:])
+    for row in rows:
+        assert row["entropy/seq_p10"] <= row["entropy/seq_p50"] <= row["entropy/seq_p90"]
+    assert (grpo_run / "model.safetensors").is_file() and (grpo_run / "tokenizer.json").is_file()
+
+
+def test_correct_and_incorrect_entropy_recombine_to_trl_entropy(grpo_run):
+    # Every rollout of the addition task is scored (its gold always parses), so the token-weighted combination of
+    # entropy/correct and entropy/incorrect must be TRL's own `entropy` for that step (one micro-batch per step).
+    for row in read_jsonl(grpo_run / "entropy.jsonl"):
+        tokens_c, tokens_i = row["entropy/tokens_correct"], row["entropy/tokens_incorrect"]
+        combined = (tokens_c * row.get("entropy/correct", 0.0) + tokens_i * row.get("entropy/incorrect", 0.0)) / (
+            tokens_c + tokens_i
+        )
+        assert combined == pytest.approx(row["entropy"], abs=1e-5)
+
+
+def test_trainer_log_history_has_reward_and_entropy_keys(tmp_path, sft_checkpoint, addition_file):
+    from glowrl.grpo import DATACLASS_TYPES, main
+    from glowrl.recipe import parse_stage_args
+
+    argv = grpo_argv(sft_checkpoint, addition_file, tmp_path / "rl", "--max_steps", "2")[1:]
+    trainer = main(*parse_stage_args(DATACLASS_TYPES, "rl", argv))
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    for key in ("rewards/math_accuracy/mean", "rewards/boxed_format/mean", "entropy", "entropy/seq_p10",
+                "entropy/seq_p50", "entropy/seq_p90"):
+        assert all(key in e for e in logs), key
+    assert sum("entropy/initial" in e for e in trainer.state.log_history) == 1
+    assert any("entropy/correct" in e or "entropy/incorrect" in e for e in logs)
+    assert not any(k.startswith("entropy/tokens") for e in logs for k in e)  # counts stay in entropy.jsonl
+    assert logs[0]["rewards/boxed_format/mean"] > 0  # SFT taught the format (an untrained model never boxes)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--problem_column", "question"], "no problem column 'question'"),
+        (["--answer_column", "gold"], "no answer column 'gold'"),
+        (["--per_device_train_batch_size", "6"], "make it a multiple of num_generations"),
+        (["--num_generations", "1", "--per_device_train_batch_size", "4"], "num_generations must be at least 2"),
+        (["--use_vllm", "true"], "use_vllm: true needs vLLM"),
+        (["--reward_funcs", "accuracy"], "math_accuracy"),
+    ],
+)
+def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, capsys, sft_checkpoint, trajectory_file, extra,
+                                                         message):
+    assert glowrl_main(grpo_argv(sft_checkpoint, trajectory_file, tmp_path / "rl", *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("glowrl: error:") and message in err, err
+    assert not (tmp_path / "rl").exists()
+
+
+def test_missing_model_or_tokenizer(tmp_path, capsys, trajectory_file):
+    assert glowrl_main(grpo_argv(str(tmp_path / "nope"), trajectory_file, tmp_path / "rl")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "bare").mkdir()
+    assert glowrl_main(grpo_argv(str(tmp_path / "bare"), trajectory_file, tmp_path / "rl")) == 2
+    assert "holds no tokenizer" in capsys.readouterr().err
+    assert not (tmp_path / "rl").exists()
