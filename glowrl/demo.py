@@ -1,74 +1,315 @@
 """`glowrl demo`: the whole method on a laptop CPU, with its own task and model, nothing downloaded.
 
-It writes the built-in arithmetic trajectories and a tiny Qwen2 model into the output directory, writes a recipe for
-them, and runs GLOW SFT through exactly the code path a real recipe takes (`glowrl sft --config ...`).
+    glowrl demo                       # GLOW SFT then GRPO, evaluation, report (about 10 minutes on 2 cores)
+    glowrl demo --compare --seeds 3   # the paper's data arms side by side: positive-only, all unweighted, GLOW
+
+It writes the built-in arithmetic task (trajectories with realistic mistakes, an in-domain and an out-of-domain test
+split) and a tiny Qwen2 model into the output directory, writes a pipeline recipe for them, and runs it with
+`glowrl pipeline`, exactly the code path of a real recipe. It then evaluates the base, SFT and RL models with
+`glowrl eval` (accuracy and inference entropy, in-domain and out-of-domain), prints a table, and writes
+`report.md`, `report.json` and PNG plots. A run that does not learn fails with a message saying what did not.
 """
 
 import argparse
 import json
+import math
 import shutil
+import statistics
 import time
 from pathlib import Path
 
 import yaml
 
-from .arithmetic import generate_trajectories, tokenizer_corpus, write_jsonl
+from .arithmetic import generate_problems, generate_trajectories, tokenizer_corpus, write_jsonl
+from .plots import plot_compare, plot_glow_weights, plot_rl, plot_sft_loss, weight_summary
 from .tiny_model import build_tiny_model
 
 
-def demo_recipe(root: Path, size: str) -> dict:
-    """The demo's SFT recipe: the tiny model, the generated trajectories, the published GLOW defaults."""
-    full = size == "full"
-    return {
+# `full` is the default run; `ci` is the same code path with a few steps, for the test suite.
+SIZES = {
+    "full": {"train_problems": 400, "eval_problems": 100, "eval_samples": 2, "sft_epochs": 5, "rl_steps": 30,
+             "hidden_size": 96, "max_new_tokens": 128, "enforce_checks": True},
+    "ci": {"train_problems": 24, "eval_problems": 4, "eval_samples": 1, "sft_epochs": 2, "rl_steps": 2,
+           "hidden_size": 32, "max_new_tokens": 32, "enforce_checks": False},
+}
+ARMS = {"positive": {"trajectories": "positive", "glow": False}, "all": {"trajectories": "all", "glow": False},
+        "glow": {"trajectories": "all", "glow": True}}
+MIN_SFT_GAIN = 0.10  # in-domain accuracy points the SFT model must gain over the base model
+
+
+def build_inputs(root: Path, size: dict, seed: int = 0) -> None:
+    """Write the task's splits and the tiny base model under `root`."""
+    write_jsonl(generate_trajectories(size["train_problems"], seed=seed), root / "data" / "train.jsonl")
+    write_jsonl(generate_problems(size["eval_problems"], seed=seed, split="in_domain"), root / "data" / "in_domain.jsonl")
+    write_jsonl(generate_problems(size["eval_problems"], seed=seed, split="out_of_domain"),
+                root / "data" / "out_of_domain.jsonl")
+    hidden = size["hidden_size"]
+    build_tiny_model(root / "base", tokenizer_corpus(seed=0), hidden_size=hidden, intermediate_size=2 * hidden,
+                     num_hidden_layers=2, seed=seed)
+
+
+def demo_recipe(root: Path, size: dict, seed: int = 42, arm: str = "glow", rl: bool = True) -> dict:
+    """The demo's pipeline recipe: shared keys, GLOW SFT (α=2, β=10), then GRPO on the same problems."""
+    recipe = {
         "model_name_or_path": str(root / "base"),
         "dataset_paths": [str(root / "data" / "train.jsonl")],
-        "trajectories": "all",
-        "glow": True,
-        # α=2, β=10 (from the authors' sweep): a gain of 0 maps to weight 1, so stalled samples (often negatives) get
-        # up to 2 and well-learned ones down to 0.5. With the published α=1 every sample whose loss fell sits at the
-        # 0.5 floor, which on a task this easy is nearly every sample.
-        "glow_alpha": 2.0,
-        "glow_beta": 10.0,
-        "glow_log_samples": True,
-        "output_dir": str(root / "sft"),
-        "num_train_epochs": 4 if full else 2,
-        "per_device_train_batch_size": 16,
-        "learning_rate": 3.0e-3,
-        "lr_scheduler_type": "cosine",
-        "warmup_steps": 0.1,
-        "max_length": 256,
-        "logging_steps": 5,
-        "save_strategy": "no",
-        "seed": 42,
+        "output_root": str(root),
+        "seed": seed,
         "use_cpu": True,
         "bf16": False,
         "gradient_checkpointing": False,
         "report_to": "none",
+        "disable_tqdm": False,
+        "sft": {
+            **ARMS[arm],
+            # α=2, β=10 (from the authors' sweep): a gain of 0 maps to weight 1, stalled samples get up to 2 and
+            # well-learned ones down to 0.5. With the published α=1, every sample whose loss fell sits at the 0.5
+            # floor, which on a task this regular is nearly every sample.
+            "glow_alpha": 2.0,
+            "glow_beta": 10.0,
+            "glow_log_samples": True,
+            "num_train_epochs": size["sft_epochs"],
+            "per_device_train_batch_size": 32,
+            "learning_rate": 3.0e-3,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.05,
+            "max_length": 256,
+            "logging_steps": 5,
+            "save_strategy": "no",
+        },
     }
+    if rl:
+        recipe["rl"] = {
+            "algorithm": "grpo",
+            "reward_funcs": ["math_accuracy", "boxed_format"],
+            "reward_weights": [1.0, 0.1],
+            "num_generations": 8,
+            "per_device_train_batch_size": 32,
+            "max_completion_length": 96,
+            "temperature": 1.0,
+            "loss_type": "dapo",
+            "max_steps": size["rl_steps"],
+            "learning_rate": 1.0e-3,
+            "lr_scheduler_type": "constant",
+            "logging_steps": 1,
+            "save_strategy": "no",
+        }
+    return recipe
+
+
+def run_pipeline(root: Path, recipe: dict) -> None:
+    from .pipeline import run
+
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    if run(str(path), []) != 0:
+        raise RuntimeError(f"the pipeline failed; see {root / 'pipeline.json'} and the stage output above")
+
+
+def evaluate(root: Path, models: dict[str, Path], size: dict, data_dir: Path | None = None) -> dict:
+    """Evaluate `models` on the in-domain and out-of-domain splits with `glowrl eval`; return per-model figures."""
+    from .evaluation import main as eval_main
+
+    output = root / "eval" / "results.json"
+    argv = [arg for path in models.values() for arg in ("--model", str(path))]
+    for split in ("in_domain", "out_of_domain"):
+        argv += ["--benchmark_file", str((data_dir or root / "data") / f"{split}.jsonl")]
+    argv += ["--problem_field", "problem", "--answer_field", "answer", "--num_samples", str(size["eval_samples"]),
+             "--temperature", "0.6", "--top_p", "0.95", "--max_new_tokens", str(size["max_new_tokens"]), "--batch_size", "50",
+             "--output", str(output)]
+    if eval_main(argv) != 0:
+        raise RuntimeError("evaluation failed")
+    results = json.loads(output.read_text())
+    figures = {}
+    for label, entry in zip(models, results["models"], strict=True):
+        row = {}
+        for split in ("in_domain", "out_of_domain"):
+            metrics = entry["benchmarks"][split]["metrics"]
+            row[f"{split}_accuracy"] = metrics["accuracy"]
+            row[f"{split}_entropy"] = metrics["entropy"]
+            row[f"{split}_no_answer"] = metrics["no_answer_rate"]
+        figures[label] = row
+    return figures
+
+
+def rl_reward_trend(stage_dir: Path) -> tuple[float, float]:
+    """Mean reward over the first and the last third of the RL steps."""
+    history = json.loads((stage_dir / "trainer_state.json").read_text())["log_history"]
+    rewards = [e["reward"] for e in history if e.get("reward") is not None]
+    third = max(1, len(rewards) // 3)
+    return sum(rewards[:third]) / third, sum(rewards[-third:]) / third
+
+
+def learning_checks(figures: dict, reward_first: float, reward_last: float) -> list[dict]:
+    base, sft = figures["base"]["in_domain_accuracy"], figures["sft"]["in_domain_accuracy"]
+    return [
+        {"check": "SFT learned the task", "passed": sft >= base + MIN_SFT_GAIN,
+         "detail": f"in-domain accuracy {base:.1%} (base) -> {sft:.1%} (SFT); needs +{MIN_SFT_GAIN:.0%}"},
+        {"check": "RL improved the reward", "passed": reward_last > reward_first,
+         "detail": f"mean reward {reward_first:.3f} over the first third of the steps -> {reward_last:.3f} over the last"},
+    ]
+
+
+def results_table(figures: dict) -> str:
+    lines = ["| model | in-domain acc | out-of-domain acc | entropy in-domain | entropy out-of-domain | no answer |",
+             "|---|---|---|---|---|---|"]
+    for name, row in figures.items():
+        lines.append(
+            f"| {name} | {row['in_domain_accuracy']:.1%} | {row['out_of_domain_accuracy']:.1%} | "
+            f"{row['in_domain_entropy']:.3f} | {row['out_of_domain_entropy']:.3f} | {row['in_domain_no_answer']:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(root: Path, report: dict) -> None:
+    weights = report["glow_weights"]
+    weight_lines = ["| epoch | weight (positives) | weight (negatives) | gain (positives) | gain (negatives) |",
+                    "|---|---|---|---|---|"]
+    for row in weights:
+        weight_lines.append(
+            "| {epoch} | {pw} | {nw} | {pg} | {ng} |".format(
+                epoch=row["epoch"], **{k: "-" if row.get(v) is None else f"{row[v]:.3f}" for k, v in
+                                       (("pw", "positive_weight"), ("nw", "negative_weight"),
+                                        ("pg", "positive_gain"), ("ng", "negative_gain"))}
+            )
+        )
+    checks = "\n".join(f"- {'PASS' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}" for c in report["checks"])
+    text = f"""# glowrl demo report
+
+Size `{report['size']}`, {report['elapsed_s']:.0f} s. Task: multi-step arithmetic ({report['train_trajectories']}
+trajectories, {report['positives']} correct and {report['negatives']} with a realistic mistake); in-domain test: same
+distribution, unseen problems; out-of-domain: longer chains. Model: tiny Qwen2 built locally ({report['parameters']:,}
+parameters). Recipe: `{root / 'recipe.yaml'}` (run with `glowrl pipeline --config` it).
+
+## Results
+
+{results_table(report['figures'])}
+
+Accuracy: sampled at temperature 0.6, top-p 0.95, final `\\boxed{{}}` checked with math-verify. Entropy: mean
+per-token entropy (nats) of the model's own sampled outputs.
+
+## Learning checks
+
+{checks}
+
+## GLOW weights per epoch
+
+{chr(10).join(weight_lines)}
+
+![GLOW weights](glow_weights.png)
+
+## Training curves
+
+![SFT loss](sft_loss.png)
+
+![RL reward and entropy](rl.png)
+
+RL: mean reward {report['rl_reward_first']:.3f} over the first third of the steps, {report['rl_reward_last']:.3f} over
+the last; policy entropy of the initial policy {report['rl_entropy_initial']:.3f} nats/token.
+"""
+    (root / "report.md").write_text(text)
+    (root / "report.json").write_text(json.dumps(report, indent=2))
+
+
+def run_demo(root: Path, size_name: str) -> int:
+    size = SIZES[size_name]
+    start = time.time()
+    print(f"== glowrl demo ({size_name}) -> {root}", flush=True)
+    print("== building the arithmetic task and the tiny base model", flush=True)
+    build_inputs(root, size)
+    run_pipeline(root, demo_recipe(root, size))
+    print("== evaluating base, SFT and RL models", flush=True)
+    figures = evaluate(root, {"base": root / "base", "sft": root / "sft", "rl": root / "rl"}, size)
+    reward_first, reward_last = rl_reward_trend(root / "rl")
+    entropy_rows = [json.loads(line) for line in (root / "rl" / "entropy.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (root / "data" / "train.jsonl").read_text().splitlines()]
+    from transformers import AutoModelForCausalLM
+
+    parameters = AutoModelForCausalLM.from_pretrained(root / "base").num_parameters()
+    report = {
+        "size": size_name,
+        "elapsed_s": time.time() - start,
+        "train_trajectories": len(train),
+        "positives": sum(r["correct"] for r in train),
+        "negatives": sum(not r["correct"] for r in train),
+        "parameters": parameters,
+        "figures": figures,
+        "rl_reward_first": reward_first,
+        "rl_reward_last": reward_last,
+        "rl_entropy_initial": entropy_rows[0].get("entropy/initial", math.nan),
+        "glow_weights": weight_summary(root / "sft" / "glow_samples.jsonl"),
+        "checks": learning_checks(figures, reward_first, reward_last),
+    }
+    plot_glow_weights(root / "sft" / "glow_samples.jsonl", root / "glow_weights.png")
+    plot_sft_loss(root / "sft", root / "sft_loss.png")
+    plot_rl(root / "rl", root / "rl.png")
+    write_report(root, report)
+    print("\n" + results_table(figures))
+    for check in report["checks"]:
+        print(f"{'PASS' if check['passed'] else 'FAIL'} {check['check']}: {check['detail']}")
+    print(f"== done in {report['elapsed_s']:.0f}s: report in {root / 'report.md'}")
+    failed = [c["check"] for c in report["checks"] if not c["passed"]]
+    if failed and size["enforce_checks"]:
+        print(f"glowrl demo: error: the run did not learn: {'; '.join(failed)}")
+        return 1
+    return 0
+
+
+def run_compare(root: Path, size_name: str, seeds: int) -> int:
+    """The paper's data arms on the same task, budget and seeds: SFT only, evaluated in-domain and out-of-domain."""
+    size = SIZES[size_name]
+    start = time.time()
+    build_inputs(root, size)
+    results = {arm: [] for arm in ARMS}
+    for seed in range(seeds):
+        for arm in ARMS:
+            run_root = root / f"{arm}_seed{seed}"
+            print(f"== arm {arm}, seed {seed}", flush=True)
+            recipe = demo_recipe(root, size, seed=seed, arm=arm, rl=False)
+            recipe["output_root"] = str(run_root)
+            run_root.mkdir(parents=True, exist_ok=True)
+            run_pipeline(run_root, recipe)
+            results[arm].append(evaluate(run_root, {arm: run_root / "sft"}, size, data_dir=root / "data")[arm])
+    table = []
+    for arm, runs in results.items():
+        row = {"arm": arm, "seeds": len(runs)}
+        for key in ("in_domain_accuracy", "out_of_domain_accuracy", "in_domain_entropy", "out_of_domain_entropy"):
+            values = [r[key] for r in runs]
+            short = key.replace("_accuracy", "")
+            row[f"{short}_mean"] = statistics.fmean(values)
+            row[f"{short}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        table.append(row)
+    lines = ["| arm | in-domain acc | out-of-domain acc | entropy in-domain | entropy out-of-domain |", "|---|---|---|---|---|"]
+    for row in table:
+        lines.append(
+            f"| {row['arm']} | {row['in_domain_mean']:.1%} ± {row['in_domain_std']:.1%} | "
+            f"{row['out_of_domain_mean']:.1%} ± {row['out_of_domain_std']:.1%} | "
+            f"{row['in_domain_entropy_mean']:.3f} ± {row['in_domain_entropy_std']:.3f} | "
+            f"{row['out_of_domain_entropy_mean']:.3f} ± {row['out_of_domain_entropy_std']:.3f} |"
+        )
+    markdown = "\n".join(lines)
+    plot_compare(table, root / "compare.png")
+    (root / "compare.json").write_text(json.dumps({"size": size_name, "seeds": seeds, "table": table,
+                                                   "runs": results, "elapsed_s": time.time() - start}, indent=2))
+    (root / "compare.md").write_text(f"# glowrl demo --compare ({size_name}, {seeds} seeds)\n\n{markdown}\n\n"
+                                     "![arms](compare.png)\n")
+    print("\n" + markdown)
+    print(f"== done in {time.time() - start:.0f}s: {root / 'compare.md'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="glowrl demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="outputs/demo", help="where data, models and the report go")
-    parser.add_argument("--size", choices=["full", "ci"], default="full", help="ci: fewer steps, same code path")
-    parser.add_argument("--overwrite", action="store_true", help="start again in an existing output directory")
+    parser.add_argument("--size", choices=list(SIZES), default="full", help="ci: a few steps, same code path")
+    parser.add_argument("--compare", action="store_true", help="compare the paper's data arms instead")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm with --compare")
+    parser.add_argument("--overwrite", action="store_true", help="start again in a non-empty output directory")
     args = parser.parse_args(argv)
     root = Path(args.output_dir)
     if root.exists() and any(root.iterdir()):
         if not args.overwrite:
             raise ValueError(f"--output_dir: {root} is not empty; pass --overwrite or choose another directory")
         shutil.rmtree(root)
-    start = time.time()
-    print(f"== glowrl demo -> {root}")
-    num_problems = 150 if args.size == "full" else 24
-    write_jsonl(generate_trajectories(num_problems, seed=0), root / "data" / "train.jsonl")
-    build_tiny_model(root / "base", tokenizer_corpus(seed=0))
-    recipe_path = root / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(demo_recipe(root, args.size), sort_keys=False))
-    print(f"== stage sft: glowrl sft --config {recipe_path}")
-    from .sft import cli as sft_cli
-
-    sft_cli(["--config", str(recipe_path)])
-    log = [json.loads(line) for line in (root / "sft" / "glow_samples.jsonl").read_text().splitlines()]
-    print(f"== done in {time.time() - start:.0f}s: model in {root / 'sft'}, {len(log)} GLOW sample visits logged")
-    return 0
+    root.mkdir(parents=True, exist_ok=True)
+    return run_compare(root, args.size, args.seeds) if args.compare else run_demo(root, args.size)
