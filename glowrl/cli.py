@@ -54,8 +54,12 @@ def label_cli(argv: list[str] | None = None) -> int:
             f"(columns: {sorted(table.column_names)}); name the gold-answer column with --answer_column"
         )
     traj_args = TrajectoryArguments(
-        dataset_paths=[args.input], answer_column=args.answer_column, completion_column=args.completion_column,
-        prompt_column=args.prompt_column, problem_column=args.problem_column, correct_column="\0relabel",
+        dataset_paths=[args.input],
+        answer_column=args.answer_column,
+        completion_column=args.completion_column,
+        prompt_column=args.prompt_column,
+        problem_column=args.problem_column,
+        correct_column="\0relabel",
     )
     labels = label_trajectories(normalize_trajectories(table, traj_args, args.input))["correct"]
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -112,9 +116,14 @@ def _tiny_model(argv):
     parser.add_argument("--num_hidden_layers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = build_tiny_model(args.output_dir, tokenizer_corpus(seed=0), hidden_size=args.hidden_size,
-                            num_hidden_layers=args.num_hidden_layers, intermediate_size=2 * args.hidden_size,
-                            seed=args.seed)
+    path = build_tiny_model(
+        args.output_dir,
+        tokenizer_corpus(seed=0),
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        intermediate_size=2 * args.hidden_size,
+        seed=args.seed,
+    )
     print(f"Tiny Qwen2 model and tokenizer saved to {path}")
     return 0
 

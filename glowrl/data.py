@@ -54,7 +54,10 @@ class TrajectoryArguments:
     dataset_split: str = field(default="train", metadata={"help": "Split to load from Hub datasets."})
     trajectories: str = field(
         default="all",
-        metadata={"help": "Data arm: all, positive (correct only) or negative (incorrect only).", "choices": TRAJECTORY_ARMS},
+        metadata={
+            "help": "Data arm: all, positive (correct only) or negative (incorrect only).",
+            "choices": TRAJECTORY_ARMS,
+        },
     )
     prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt."})
     completion_column: str = field(default="completion", metadata={"help": "Column holding the trajectory."})

@@ -27,25 +27,54 @@ from .tiny_model import build_tiny_model
 
 # `full` is the default run; `ci` is the same code path with a few steps, for the test suite.
 SIZES = {
-    "full": {"train_problems": 400, "eval_problems": 100, "eval_samples": 2, "sft_epochs": 5, "rl_steps": 30,
-             "hidden_size": 96, "max_new_tokens": 128, "enforce_checks": True},
-    "ci": {"train_problems": 24, "eval_problems": 4, "eval_samples": 1, "sft_epochs": 2, "rl_steps": 2,
-           "hidden_size": 32, "max_new_tokens": 32, "enforce_checks": False},
+    "full": {
+        "train_problems": 400,
+        "eval_problems": 100,
+        "eval_samples": 2,
+        "sft_epochs": 5,
+        "rl_steps": 30,
+        "hidden_size": 96,
+        "max_new_tokens": 128,
+        "enforce_checks": True,
+    },
+    "ci": {
+        "train_problems": 24,
+        "eval_problems": 4,
+        "eval_samples": 1,
+        "sft_epochs": 2,
+        "rl_steps": 2,
+        "hidden_size": 32,
+        "max_new_tokens": 32,
+        "enforce_checks": False,
+    },
 }
-ARMS = {"positive": {"trajectories": "positive", "glow": False}, "all": {"trajectories": "all", "glow": False},
-        "glow": {"trajectories": "all", "glow": True}}
+ARMS = {
+    "positive": {"trajectories": "positive", "glow": False},
+    "all": {"trajectories": "all", "glow": False},
+    "glow": {"trajectories": "all", "glow": True},
+}
 MIN_SFT_GAIN = 0.10  # in-domain accuracy points the SFT model must gain over the base model
 
 
 def build_inputs(root: Path, size: dict, seed: int = 0) -> None:
     """Write the task's splits and the tiny base model under `root`."""
     write_jsonl(generate_trajectories(size["train_problems"], seed=seed), root / "data" / "train.jsonl")
-    write_jsonl(generate_problems(size["eval_problems"], seed=seed, split="in_domain"), root / "data" / "in_domain.jsonl")
-    write_jsonl(generate_problems(size["eval_problems"], seed=seed, split="out_of_domain"),
-                root / "data" / "out_of_domain.jsonl")
+    write_jsonl(
+        generate_problems(size["eval_problems"], seed=seed, split="in_domain"), root / "data" / "in_domain.jsonl"
+    )
+    write_jsonl(
+        generate_problems(size["eval_problems"], seed=seed, split="out_of_domain"),
+        root / "data" / "out_of_domain.jsonl",
+    )
     hidden = size["hidden_size"]
-    build_tiny_model(root / "base", tokenizer_corpus(seed=0), hidden_size=hidden, intermediate_size=2 * hidden,
-                     num_hidden_layers=2, seed=seed)
+    build_tiny_model(
+        root / "base",
+        tokenizer_corpus(seed=0),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        seed=seed,
+    )
 
 
 def demo_recipe(root: Path, size: dict, seed: int = 42, arm: str = "glow", rl: bool = True) -> dict:
@@ -114,9 +143,24 @@ def evaluate(root: Path, models: dict[str, Path], size: dict, data_dir: Path | N
     argv = [arg for path in models.values() for arg in ("--model", str(path))]
     for split in ("in_domain", "out_of_domain"):
         argv += ["--benchmark_file", str((data_dir or root / "data") / f"{split}.jsonl")]
-    argv += ["--problem_field", "problem", "--answer_field", "answer", "--num_samples", str(size["eval_samples"]),
-             "--temperature", "0.6", "--top_p", "0.95", "--max_new_tokens", str(size["max_new_tokens"]), "--batch_size", "50",
-             "--output", str(output)]
+    argv += [
+        "--problem_field",
+        "problem",
+        "--answer_field",
+        "answer",
+        "--num_samples",
+        str(size["eval_samples"]),
+        "--temperature",
+        "0.6",
+        "--top_p",
+        "0.95",
+        "--max_new_tokens",
+        str(size["max_new_tokens"]),
+        "--batch_size",
+        "50",
+        "--output",
+        str(output),
+    ]
     if eval_main(argv) != 0:
         raise RuntimeError("evaluation failed")
     results = json.loads(output.read_text())
@@ -143,16 +187,24 @@ def rl_reward_trend(stage_dir: Path) -> tuple[float, float]:
 def learning_checks(figures: dict, reward_first: float, reward_last: float) -> list[dict]:
     base, sft = figures["base"]["in_domain_accuracy"], figures["sft"]["in_domain_accuracy"]
     return [
-        {"check": "SFT learned the task", "passed": sft >= base + MIN_SFT_GAIN,
-         "detail": f"in-domain accuracy {base:.1%} (base) -> {sft:.1%} (SFT); needs +{MIN_SFT_GAIN:.0%}"},
-        {"check": "RL improved the reward", "passed": reward_last > reward_first,
-         "detail": f"mean reward {reward_first:.3f} over the first third of the steps -> {reward_last:.3f} over the last"},
+        {
+            "check": "SFT learned the task",
+            "passed": sft >= base + MIN_SFT_GAIN,
+            "detail": f"in-domain accuracy {base:.1%} (base) -> {sft:.1%} (SFT); needs +{MIN_SFT_GAIN:.0%}",
+        },
+        {
+            "check": "RL improved the reward",
+            "passed": reward_last > reward_first,
+            "detail": f"mean reward {reward_first:.3f} (first third of the steps) -> {reward_last:.3f} (last third)",
+        },
     ]
 
 
 def results_table(figures: dict) -> str:
-    lines = ["| model | in-domain acc | out-of-domain acc | entropy in-domain | entropy out-of-domain | no answer |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | in-domain acc | out-of-domain acc | entropy in-domain | entropy out-of-domain | no answer |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in figures.items():
         lines.append(
             f"| {name} | {row['in_domain_accuracy']:.1%} | {row['out_of_domain_accuracy']:.1%} | "
@@ -163,27 +215,36 @@ def results_table(figures: dict) -> str:
 
 def write_report(root: Path, report: dict) -> None:
     weights = report["glow_weights"]
-    weight_lines = ["| epoch | weight (positives) | weight (negatives) | gain (positives) | gain (negatives) |",
-                    "|---|---|---|---|---|"]
+    weight_lines = [
+        "| epoch | weight (positives) | weight (negatives) | gain (positives) | gain (negatives) |",
+        "|---|---|---|---|---|",
+    ]
     for row in weights:
         weight_lines.append(
             "| {epoch} | {pw} | {nw} | {pg} | {ng} |".format(
-                epoch=row["epoch"], **{k: "-" if row.get(v) is None else f"{row[v]:.3f}" for k, v in
-                                       (("pw", "positive_weight"), ("nw", "negative_weight"),
-                                        ("pg", "positive_gain"), ("ng", "negative_gain"))}
+                epoch=row["epoch"],
+                **{
+                    k: "-" if row.get(v) is None else f"{row[v]:.3f}"
+                    for k, v in (
+                        ("pw", "positive_weight"),
+                        ("nw", "negative_weight"),
+                        ("pg", "positive_gain"),
+                        ("ng", "negative_gain"),
+                    )
+                },
             )
         )
     checks = "\n".join(f"- {'PASS' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}" for c in report["checks"])
     text = f"""# glowrl demo report
 
-Size `{report['size']}`, {report['elapsed_s']:.0f} s. Task: multi-step arithmetic ({report['train_trajectories']}
-trajectories, {report['positives']} correct and {report['negatives']} with a realistic mistake); in-domain test: same
-distribution, unseen problems; out-of-domain: longer chains. Model: tiny Qwen2 built locally ({report['parameters']:,}
-parameters). Recipe: `{root / 'recipe.yaml'}` (run with `glowrl pipeline --config` it).
+Size `{report["size"]}`, {report["elapsed_s"]:.0f} s. Task: multi-step arithmetic ({report["train_trajectories"]}
+trajectories, {report["positives"]} correct and {report["negatives"]} with a realistic mistake); in-domain test: same
+distribution, unseen problems; out-of-domain: longer chains. Model: tiny Qwen2 built locally ({report["parameters"]:,}
+parameters). Recipe: `{root / "recipe.yaml"}` (run with `glowrl pipeline --config` it).
 
 ## Results
 
-{results_table(report['figures'])}
+{results_table(report["figures"])}
 
 Accuracy: sampled at temperature 0.6, top-p 0.95, final `\\boxed{{}}` checked with math-verify. Entropy: mean
 per-token entropy (nats) of the model's own sampled outputs.
@@ -204,8 +265,8 @@ per-token entropy (nats) of the model's own sampled outputs.
 
 ![RL reward and entropy](rl.png)
 
-RL: mean reward {report['rl_reward_first']:.3f} over the first third of the steps, {report['rl_reward_last']:.3f} over
-the last; policy entropy of the initial policy {report['rl_entropy_initial']:.3f} nats/token.
+RL: mean reward {report["rl_reward_first"]:.3f} over the first third of the steps, {report["rl_reward_last"]:.3f} over
+the last; policy entropy of the initial policy {report["rl_entropy_initial"]:.3f} nats/token.
 """
     (root / "report.md").write_text(text)
     (root / "report.json").write_text(json.dumps(report, indent=2))
@@ -279,7 +340,10 @@ def run_compare(root: Path, size_name: str, seeds: int) -> int:
             row[f"{short}_mean"] = statistics.fmean(values)
             row[f"{short}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         table.append(row)
-    lines = ["| arm | in-domain acc | out-of-domain acc | entropy in-domain | entropy out-of-domain |", "|---|---|---|---|---|"]
+    lines = [
+        "| arm | in-domain acc | out-of-domain acc | entropy in-domain | entropy out-of-domain |",
+        "|---|---|---|---|---|",
+    ]
     for row in table:
         lines.append(
             f"| {row['arm']} | {row['in_domain_mean']:.1%} ± {row['in_domain_std']:.1%} | "
@@ -289,10 +353,15 @@ def run_compare(root: Path, size_name: str, seeds: int) -> int:
         )
     markdown = "\n".join(lines)
     plot_compare(table, root / "compare.png")
-    (root / "compare.json").write_text(json.dumps({"size": size_name, "seeds": seeds, "table": table,
-                                                   "runs": results, "elapsed_s": time.time() - start}, indent=2))
-    (root / "compare.md").write_text(f"# glowrl demo --compare ({size_name}, {seeds} seeds)\n\n{markdown}\n\n"
-                                     "![arms](compare.png)\n")
+    (root / "compare.json").write_text(
+        json.dumps(
+            {"size": size_name, "seeds": seeds, "table": table, "runs": results, "elapsed_s": time.time() - start},
+            indent=2,
+        )
+    )
+    (root / "compare.md").write_text(
+        f"# glowrl demo --compare ({size_name}, {seeds} seeds)\n\n{markdown}\n\n![arms](compare.png)\n"
+    )
     print("\n" + markdown)
     print(f"== done in {time.time() - start:.0f}s: {root / 'compare.md'}")
     return 0

@@ -56,7 +56,9 @@ class GLOWConfig(SFTConfig):
     glow_beta: float = field(default=20.0, metadata={"help": "Sharpness β of the sigmoid in the gain. Must be ≥ 0."})
     glow_offset: float = field(
         default=0.0,
-        metadata={"help": "Constant added before clamping: 0.0 is the published α(1 − σ(βΔ)), 1.0 is 1 + α(1 − σ(βΔ))."},
+        metadata={
+            "help": "Constant added before clamping: 0.0 is the published α(1 − σ(βΔ)), 1.0 is 1 + α(1 − σ(βΔ))."
+        },
     )
     glow_min_weight: float = field(default=0.5, metadata={"help": "Lower clamp of the weight."})
     glow_max_weight: float = field(default=5.0, metadata={"help": "Upper clamp of the weight."})
@@ -96,14 +98,26 @@ class GLOWConfig(SFTConfig):
         if self.glow:
             # Each of these loses per-sample identity or replaces the per-token loss GLOW reweights.
             checks += [
-                (self.packing, "packing", "cannot be used with GLOW (packed rows lose per-sample identity); set "
-                 "packing: false, or glow: false"),
-                (self.padding_free, "padding_free", "cannot be used with GLOW (sample identity is lost in the "
-                 "flattened batch); set padding_free: false, or glow: false"),
-                (self.loss_type == "dft", "loss_type", "'dft' reweights tokens by their probability and cannot be "
-                 "combined with GLOW; use loss_type: nll, or glow: false"),
-                (self.label_smoothing_factor > 0, "label_smoothing_factor", "cannot be used with GLOW (it replaces "
-                 "the per-token loss GLOW reweights); set it to 0, or glow: false"),
+                (
+                    self.packing,
+                    "packing",
+                    "cannot be used with GLOW (packed rows lose per-sample identity); set packing: false",
+                ),
+                (
+                    self.padding_free,
+                    "padding_free",
+                    "cannot be used with GLOW (a flattened batch loses per-sample identity); set padding_free: false",
+                ),
+                (
+                    self.loss_type == "dft",
+                    "loss_type",
+                    "'dft' reweights tokens by probability and cannot be combined with GLOW; use loss_type: nll",
+                ),
+                (
+                    self.label_smoothing_factor > 0,
+                    "label_smoothing_factor",
+                    "cannot be used with GLOW (it replaces the per-token loss GLOW reweights); set it to 0",
+                ),
             ]
         for failed, name, message in checks:
             if failed:

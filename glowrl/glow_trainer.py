@@ -91,7 +91,12 @@ class _GLOWForward:
     """
 
     def __init__(self, model, trainer: "GLOWTrainer", sample_ids: torch.Tensor, num_items_in_batch):
-        self.model, self.trainer, self.sample_ids, self.num_items_in_batch = model, trainer, sample_ids, num_items_in_batch
+        self.model, self.trainer, self.sample_ids, self.num_items_in_batch = (
+            model,
+            trainer,
+            sample_ids,
+            num_items_in_batch,
+        )
 
     def __call__(self, **inputs):
         outputs = self.model(**inputs)
@@ -197,7 +202,9 @@ class GLOWTrainer(SFTTrainer):
         sample_ids = inputs.pop("sample_id", None)
         if self._glow_on and self.model.training and sample_ids is not None:
             model = _GLOWForward(model, self, sample_ids, num_items_in_batch)
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
@@ -216,7 +223,11 @@ class GLOWTrainer(SFTTrainer):
         weighted = ~prev.isnan() & (epoch >= self.args.glow_warmup_epochs)
         args = self.args
         weights = glow_weights(
-            prev - sample_loss, args.glow_alpha, args.glow_beta, args.glow_offset, args.glow_min_weight,
+            prev - sample_loss,
+            args.glow_alpha,
+            args.glow_beta,
+            args.glow_offset,
+            args.glow_min_weight,
             args.glow_max_weight,
         )
         weights = torch.where(weighted, weights, torch.ones_like(weights))
@@ -324,7 +335,9 @@ class GLOWTrainer(SFTTrainer):
         self._sync_glow_history()
         super()._save_checkpoint(model, trial)
         if self._glow_on and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             torch.save(
                 {"loss_history": self._glow_history.cpu(), "num_samples": len(self._glow_history)},
                 os.path.join(folder, GLOW_STATE_NAME),

@@ -3,7 +3,8 @@
 Launch:
 
     glowrl grpo --config recipes/tiny/grpo.yaml --model_name_or_path outputs/tiny/sft
-    accelerate launch --config_file accelerate_configs/zero3.yaml -m glowrl.grpo --config recipes/qwen2.5-7b/grpo_vllm.yaml
+    accelerate launch --config_file accelerate_configs/zero3.yaml -m glowrl.grpo \\
+        --config recipes/qwen2.5-7b/grpo_vllm.yaml
 
 The model is a path (normally the SFT stage's output directory) or a Hub name. Prompts are built from the dataset's
 problem column with the same system prompt and instruction as SFT and evaluation (`glowrl.prompts`). LoRA comes from
@@ -18,8 +19,8 @@ from pathlib import Path
 import torch
 from datasets import Dataset, concatenate_datasets
 from transformers import AutoTokenizer, TrainerCallback, set_seed
-from trl.import_utils import is_vllm_available
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
+from trl.import_utils import is_vllm_available
 
 from .data import load_table
 from .entropy import entropy_sums, sequence_entropy, summarize_rollout_entropy
@@ -59,7 +60,9 @@ class ProblemArguments:
             Reward functions from `glowrl.rewards`, weighted by `reward_weights`.
     """
 
-    dataset_paths: list[str] = field(default=None, metadata={"help": "Files or Hub datasets of problems with answers."})
+    dataset_paths: list[str] = field(
+        default=None, metadata={"help": "Files or Hub datasets of problems with answers."}
+    )
     dataset_split: str = field(default="train", metadata={"help": "Split to load from Hub datasets."})
     problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
     answer_column: str = field(default="answer", metadata={"help": "Column holding the gold final answer."})
@@ -98,19 +101,18 @@ def build_problem_dataset(args: ProblemArguments) -> Dataset:
                 f"dataset {path}: no answer column {args.answer_column!r} and no 'solution' column (columns: "
                 f"{sorted(columns)}); set answer_column"
             )
-        tables.append(table.select_columns([args.problem_column, answer]).rename_columns(
-            {args.problem_column: "problem", answer: "answer"} if answer != "answer" or args.problem_column != "problem"
-            else {}
-        ).cast_column("answer", table.features[answer]))
+        table = table.map(
+            lambda row, answer=answer: {"problem": row[args.problem_column], "answer": str(row[answer])},
+            remove_columns=table.column_names,
+            desc=f"Reading {path}",
+        )
+        tables.append(table)
     dataset = concatenate_datasets(tables) if len(tables) > 1 else tables[0]
     seen: set[str] = set()
     keep = [i for i, p in enumerate(dataset["problem"]) if not (p in seen or seen.add(p))]
     dataset = dataset.select(keep)
     return dataset.map(
-        lambda row: {
-            "prompt": prompt_messages(row["problem"], args.instruction, args.system_prompt),
-            "answer": str(row["answer"]),
-        },
+        lambda row: {"prompt": prompt_messages(row["problem"], args.instruction, args.system_prompt)},
         desc="Building prompts",
     )
 
@@ -176,7 +178,9 @@ class RolloutEntropyMixin:
         self._entropy_enabled = self.args.log_rollout_entropy
         names = self.reward_func_names
         self._correct_index = (
-            names.index(self.args.entropy_correctness_reward) if self.args.entropy_correctness_reward in names else None
+            names.index(self.args.entropy_correctness_reward)
+            if self.args.entropy_correctness_reward in names
+            else None
         )
         self._entropy_step = self._empty_entropy_step()
         self._entropy_window: list[dict] = []
@@ -218,7 +222,11 @@ class RolloutEntropyMixin:
         loss = super()._compute_loss(model, inputs)
         entropies, self._captured_entropies = self._captured_entropies, None
         if self._entropy_enabled and entropies is not None and self.model.training:
-            mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+            mask = (
+                inputs["completion_mask"]
+                if "tool_mask" not in inputs
+                else inputs["completion_mask"] * inputs["tool_mask"]
+            )
             self._entropy_step["seq"].append(sequence_entropy(entropies, mask).double().cpu())
             sums = entropy_sums(entropies.double(), mask, inputs["rollout_correct"].double())
             self._entropy_step["sums"] += sums.cpu()
@@ -226,7 +234,9 @@ class RolloutEntropyMixin:
 
     def _end_entropy_step(self):
         """Reduce this optimizer step's figures over ranks (one all-gather) and record them; runs on every rank."""
-        seq = torch.cat(self._entropy_step["seq"]) if self._entropy_step["seq"] else torch.empty(0, dtype=torch.float64)
+        seq = (
+            torch.cat(self._entropy_step["seq"]) if self._entropy_step["seq"] else torch.empty(0, dtype=torch.float64)
+        )
         sums = self._entropy_step["sums"]
         self._entropy_step = self._empty_entropy_step()
         if self.accelerator.num_processes > 1:

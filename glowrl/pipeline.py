@@ -37,7 +37,18 @@ from .recipe import STAGES, RecipeError, load_recipe, rl_algorithm, stage_values
 
 MANIFEST_NAME = "pipeline.json"
 STAGE_MODULES = {"sft": "glowrl.sft", "rl": "glowrl.rl"}
-PACKAGES = ("glowrl", "trl", "transformers", "torch", "accelerate", "peft", "datasets", "math-verify", "deepspeed", "vllm")
+PACKAGES = (
+    "glowrl",
+    "trl",
+    "transformers",
+    "torch",
+    "accelerate",
+    "peft",
+    "datasets",
+    "math-verify",
+    "deepspeed",
+    "vllm",
+)
 
 
 def stage_dataclass_types(stage: str, algorithm: str):
@@ -176,7 +187,11 @@ def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launche
                 f"{finished or 'none'}); choose another output_root, or pass --overwrite to replace it"
             )
     if manifest is None and not overwrite:
-        foreign = [s for s in resolved if Path(resolved[s]["output_dir"]).is_dir() and any(Path(resolved[s]["output_dir"]).iterdir())]
+        foreign = [
+            s
+            for s in resolved
+            if Path(resolved[s]["output_dir"]).is_dir() and any(Path(resolved[s]["output_dir"]).iterdir())
+        ]
         if foreign:
             raise RecipeError(
                 f"output_root: {resolved[foreign[0]]['output_dir']} already holds files not written by this pipeline "
@@ -186,8 +201,13 @@ def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launche
         for stage in resolved:
             if overwrite and Path(resolved[stage]["output_dir"]).exists():
                 shutil.rmtree(resolved[stage]["output_dir"])
-        manifest = {"recipe": str(recipe_path), "recipe_hash": digest, "created": _now(), **environment(),
-                    "stages": {s: {"status": "pending", "config": resolved[s]} for s in resolved}}
+        manifest = {
+            "recipe": str(recipe_path),
+            "recipe_hash": digest,
+            "created": _now(),
+            **environment(),
+            "stages": {s: {"status": "pending", "config": resolved[s]} for s in resolved},
+        }
     root.mkdir(parents=True, exist_ok=True)
     recipes_dir = root / "recipes"
     recipes_dir.mkdir(exist_ok=True)
@@ -195,7 +215,9 @@ def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launche
     stages = list(resolved)
     for index, stage in enumerate(stages, 1):
         info = manifest["stages"][stage]
-        title = f"stage {index}/{len(stages)}: {stage}" + (f" ({resolved[stage]['algorithm']})" if stage == "rl" else "")
+        title = f"stage {index}/{len(stages)}: {stage}" + (
+            f" ({resolved[stage]['algorithm']})" if stage == "rl" else ""
+        )
         if info["status"] == "done":
             banner(f"{title} — done at {info['ended']}, skipped")
             continue
@@ -225,7 +247,9 @@ def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launche
 def summary(root: Path, manifest: dict):
     banner("summary")
     for stage, info in manifest["stages"].items():
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("metrics", {}).items())
+        metrics = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("metrics", {}).items()
+        )
         print(f"  {stage:<4} {info['status']:<8} {info['config']['output_dir']}  {metrics}")
     print(f"  manifest: {root / MANIFEST_NAME}")
 

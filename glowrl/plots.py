@@ -14,7 +14,7 @@ import matplotlib
 
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -53,8 +53,13 @@ def plot_glow_weights(glow_samples: Path, output: Path) -> Path:
         for label, name, color in ((True, "positives", "tab:green"), (False, "negatives", "tab:red")):
             weights = [v["weight"] for v in visits if v["epoch"] == epoch and v.get("correct") is label]
             if weights:
-                ax.hist(weights, bins=20, alpha=0.55, color=color, label=f"{name} (mean {sum(weights) / len(weights):.2f})")
-        ax.set_title(f"epoch {epoch}" + (" (unweighted)" if all(v["weight"] == 1.0 for v in visits if v["epoch"] == epoch) else ""))
+                ax.hist(
+                    weights, bins=20, alpha=0.55, color=color, label=f"{name} (mean {sum(weights) / len(weights):.2f})"
+                )
+        ax.set_title(
+            f"epoch {epoch}"
+            + (" (unweighted)" if all(v["weight"] == 1.0 for v in visits if v["epoch"] == epoch) else "")
+        )
         ax.set_xlabel("GLOW weight")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("sample visits")
@@ -74,8 +79,12 @@ def plot_sft_loss(stage_dir: Path, output: Path) -> Path:
     ax.set_ylabel("loss")
     if any("glow/weight_mean" in e for e in logs):
         twin = ax.twinx()
-        twin.plot([e["step"] for e in logs], [e.get("glow/weight_mean") for e in logs], color="tab:orange",
-                  label="mean GLOW weight")
+        twin.plot(
+            [e["step"] for e in logs],
+            [e.get("glow/weight_mean") for e in logs],
+            color="tab:orange",
+            label="mean GLOW weight",
+        )
         twin.set_ylabel("mean GLOW weight")
         twin.legend(loc="upper center", fontsize=7)
     ax.legend(loc="upper right", fontsize=7)
@@ -101,8 +110,14 @@ def plot_rl(stage_dir: Path, output: Path) -> Path:
     left.set_title("RL reward")
     if entropy:
         steps = [r["step"] for r in entropy]
-        right.fill_between(steps, [r.get("entropy/seq_p10") for r in entropy], [r.get("entropy/seq_p90") for r in entropy],
-                           alpha=0.25, color="tab:purple", label="rollouts p10-p90")
+        right.fill_between(
+            steps,
+            [r.get("entropy/seq_p10") for r in entropy],
+            [r.get("entropy/seq_p90") for r in entropy],
+            alpha=0.25,
+            color="tab:purple",
+            label="rollouts p10-p90",
+        )
         right.plot(steps, [r.get("entropy") for r in entropy], color="tab:purple", label="mean (TRL entropy)")
         for key, color in (("entropy/correct", "tab:green"), ("entropy/incorrect", "tab:red")):
             points = [(r["step"], r[key]) for r in entropy if key in r]
@@ -125,8 +140,15 @@ def plot_compare(table: list[dict], output: Path) -> Path:
     for offset, key, color in ((-width / 2, "in_domain", "tab:blue"), (width / 2, "out_of_domain", "tab:orange")):
         means = [row[f"{key}_mean"] for row in table]
         stds = [row[f"{key}_std"] for row in table]
-        ax.bar([i + offset for i in range(len(table))], means, width, yerr=stds, color=color, capsize=3,
-               label=key.replace("_", "-"))
+        ax.bar(
+            [i + offset for i in range(len(table))],
+            means,
+            width,
+            yerr=stds,
+            color=color,
+            capsize=3,
+            label=key.replace("_", "-"),
+        )
     ax.set_xticks(range(len(table)), [row["arm"] for row in table])
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=7)

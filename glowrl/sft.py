@@ -50,7 +50,9 @@ def main(script_args: TrajectoryArguments, training_args: GLOWConfig, model_args
     set_seed(training_args.seed)
     dataset = build_trajectory_dataset(script_args)
     tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
     )
     training_args.model_init_kwargs = {
         "revision": model_args.model_revision,

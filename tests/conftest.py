@@ -72,8 +72,14 @@ def addition_file(tmp_path_factory):
         for b in range(1, 10):
             wrong = rng.random() < 0.3
             shown = a + b + rng.choice([-1, 1]) if wrong else a + b
-            rows.append({"problem": f"What is {a} + {b}?", "completion": f"{a} + {b} = {shown}.\nThe answer is "
-                         f"\\boxed{{{shown}}}.", "answer": str(a + b), "correct": not wrong})
+            rows.append(
+                {
+                    "problem": f"What is {a} + {b}?",
+                    "completion": f"{a} + {b} = {shown}.\nThe answer is \\boxed{{{shown}}}.",
+                    "answer": str(a + b),
+                    "correct": not wrong,
+                }
+            )
     path = tmp_path_factory.mktemp("data") / "addition.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)

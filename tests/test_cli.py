@@ -24,8 +24,13 @@ def recipe(tmp_path, tiny_model_dir, trajectory_file):
 
     def write(**changes):
         values = yaml.safe_load((REPO / "recipes/tiny/sft.yaml").read_text())
-        values.update(model_name_or_path=tiny_model_dir, dataset_paths=[trajectory_file],
-                      output_dir=str(tmp_path / "out"), num_train_epochs=1, save_strategy="no")
+        values.update(
+            model_name_or_path=tiny_model_dir,
+            dataset_paths=[trajectory_file],
+            output_dir=str(tmp_path / "out"),
+            num_train_epochs=1,
+            save_strategy="no",
+        )
         values.update(changes)
         path = tmp_path / "recipe.yaml"
         path.write_text(yaml.safe_dump(values))
@@ -68,8 +73,11 @@ def test_recipe_runs_and_command_line_overrides_it(recipe, tmp_path):
         ({"dataset_paths": ["/nonexistent/t.jsonl"]}, [], "dataset_paths: /nonexistent/t.jsonl does not exist"),
         ({"completion_column": "response"}, [], "no completion column 'response'"),
         ({"max_length": 8}, [], "no trainable tokens"),
-        ({"trajectories": "negative", "correct_column": "missing", "answer_column": "missing"}, [],
-         "needs correctness labels"),
+        (
+            {"trajectories": "negative", "correct_column": "missing", "answer_column": "missing"},
+            [],
+            "needs correctness labels",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_error_and_writes_nothing(recipe, tmp_path, capsys, changes, argv, message):
@@ -97,7 +105,10 @@ def test_model_path_without_tokenizer(recipe, tmp_path, capsys):
 def test_process_exit_status_and_single_error_line(recipe, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "glowrl.sft", "--config", recipe(glow_alpha=-1)],
-        capture_output=True, text=True, cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert [line for line in result.stderr.splitlines() if line.startswith("glowrl: error:")] == [

@@ -1,6 +1,6 @@
 """Trajectory loading, mixing, labelling with math-verify, data arms and sample ids.
 
-    python -m pytest tests/test_data.py
+python -m pytest tests/test_data.py
 """
 
 import json

@@ -32,19 +32,39 @@ def run_sft(tmp_path, name, tiny_model_dir, trajectory_file, per_device_batch, a
     out = tmp_path / name
     recipe = yaml.safe_load((REPO / "recipes/tiny/sft.yaml").read_text())
     recipe.update(
-        model_name_or_path=tiny_model_dir, dataset_paths=[trajectory_file], output_dir=str(out), num_train_epochs=3,
-        per_device_train_batch_size=per_device_batch, save_strategy="no", glow_alpha=2.0, glow_beta=10.0,
-        logging_steps=1, learning_rate=5e-3, warmup_steps=0, ddp_find_unused_parameters=False,
+        model_name_or_path=tiny_model_dir,
+        dataset_paths=[trajectory_file],
+        output_dir=str(out),
+        num_train_epochs=3,
+        per_device_train_batch_size=per_device_batch,
+        save_strategy="no",
+        glow_alpha=2.0,
+        glow_beta=10.0,
+        logging_steps=1,
+        learning_rate=5e-3,
+        warmup_steps=0,
+        ddp_find_unused_parameters=False,
     )
     recipe_path = tmp_path / f"{name}.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
     if accelerate_config is None:
         cmd = [sys.executable, "-m", "glowrl.sft", "--config", str(recipe_path)]
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / accelerate_config),
-               "--main_process_port", str(free_port()), "-m", "glowrl.sft", "--config", str(recipe_path)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(REPO / accelerate_config),
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "glowrl.sft",
+            "--config",
+            str(recipe_path),
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -66,13 +86,17 @@ def assert_same_weights(reference: dict, other: dict):
         assert other[key]["weight"] == pytest.approx(visit["weight"], abs=1e-4), key
 
 
-def test_two_process_ddp_gives_the_same_weights_as_one_process(tmp_path, tiny_model_dir, trajectory_file, single_process):
+def test_two_process_ddp_gives_the_same_weights_as_one_process(
+    tmp_path, tiny_model_dir, trajectory_file, single_process
+):
     out = run_sft(tmp_path, "ddp", tiny_model_dir, trajectory_file, 4, "accelerate_configs/cpu_ddp.yaml")
     assert_same_weights(single_process, weights_by_visit(out))
     assert (out / "model.safetensors").is_file()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
-def test_deepspeed_zero2_gives_the_same_weights_as_one_process(tmp_path, tiny_model_dir, trajectory_file, single_process):
+def test_deepspeed_zero2_gives_the_same_weights_as_one_process(
+    tmp_path, tiny_model_dir, trajectory_file, single_process
+):
     out = run_sft(tmp_path, "zero2", tiny_model_dir, trajectory_file, 4, "accelerate_configs/cpu_zero2.yaml")
     assert_same_weights(single_process, weights_by_visit(out))

@@ -1,6 +1,6 @@
 """Rollout-entropy summaries: pure tensor functions, hand-derived values.
 
-    python -m pytest tests/test_entropy.py
+python -m pytest tests/test_entropy.py
 """
 
 import math

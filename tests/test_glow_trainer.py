@@ -1,6 +1,6 @@
 """GLOWTrainer on a real tiny Qwen2 model, on CPU: equivalence with TRL, the weights it applies, GA and resume.
 
-    python -m pytest tests/test_glow_trainer.py
+python -m pytest tests/test_glow_trainer.py
 """
 
 import math
@@ -52,7 +52,9 @@ def sft_reference(tiny_model_dir, tokenizer, dataset, tmp_path_factory):
         {"glow": True, "glow_reduction": "token"},  # first epoch is unweighted, token reduction is TRL's
     ],
 )
-def test_matches_trl_sft_exactly_when_unweighted(tiny_model_dir, tokenizer, dataset, tmp_path, sft_reference, glow_kwargs):
+def test_matches_trl_sft_exactly_when_unweighted(
+    tiny_model_dir, tokenizer, dataset, tmp_path, sft_reference, glow_kwargs
+):
     trainer = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, num_train_epochs=1, **glow_kwargs)
     trainer.train()
     ref_losses, ref_params = sft_reference
@@ -105,8 +107,15 @@ def test_sample_reduction_loss_is_mean_of_weighted_sample_losses(glow_run):
 def test_logs_glow_and_trl_metrics(glow_run):
     trainer, _ = glow_run
     entries = [e for e in trainer.state.log_history if "loss" in e]
-    for key in ("entropy", "mean_token_accuracy", "num_tokens", "glow/weight_mean", "glow/weight_std",
-                "glow/weight_min", "glow/weight_max"):
+    for key in (
+        "entropy",
+        "mean_token_accuracy",
+        "num_tokens",
+        "glow/weight_mean",
+        "glow/weight_std",
+        "glow/weight_min",
+        "glow/weight_max",
+    ):
         assert all(key in e for e in entries), key
     later = [e for e in entries if e["epoch"] > 1]  # steps of epochs 1-2 have gains
     assert later and all("glow/gain_mean" in e and 0 <= e["glow/frac_regressed"] <= 1 for e in later)
@@ -123,7 +132,11 @@ def test_gradient_accumulation_invariance(tiny_model_dir, tokenizer, dataset, tm
         out = tmp_path / f"{batch}x{accumulation}"
         args = GLOWConfig(
             **cpu_training_args(out, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation),
-            num_train_epochs=3, glow_log_samples=True, glow_reduction=reduction, glow_alpha=2.0, glow_beta=10.0,
+            num_train_epochs=3,
+            glow_log_samples=True,
+            glow_reduction=reduction,
+            glow_alpha=2.0,
+            glow_beta=10.0,
         )
         trainer = GLOWTrainer(model=tiny_model_dir, args=args, train_dataset=dataset, processing_class=tokenizer)
         trainer.train()
@@ -149,8 +162,13 @@ class StopAfterEpoch(TrainerCallback):
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_model_dir, tokenizer, dataset, tmp_path):
-    kwargs = {"num_train_epochs": 3, "glow_log_samples": True, "save_strategy": "epoch", "glow_alpha": 2.0,
-              "glow_beta": 10.0}
+    kwargs = {
+        "num_train_epochs": 3,
+        "glow_log_samples": True,
+        "save_strategy": "epoch",
+        "glow_alpha": 2.0,
+        "glow_beta": 10.0,
+    }
     full = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path / "full", **kwargs)
     full.train()
     interrupted = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path / "resumed", **kwargs)

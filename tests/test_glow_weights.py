@@ -1,6 +1,6 @@
 """The GLOW weight function and GLOWConfig validation: pure, hand-derived values.
 
-    python -m pytest tests/test_glow_weights.py
+python -m pytest tests/test_glow_weights.py
 """
 
 import math

@@ -1,6 +1,6 @@
 """The GRPO stage: a tiny model taught the answer format by GLOW SFT, then GRPO from that checkpoint directory.
 
-    python -m pytest tests/test_grpo.py
+python -m pytest tests/test_grpo.py
 """
 
 from pathlib import Path
@@ -18,17 +18,52 @@ REPO = Path(__file__).resolve().parents[1]
 def sft_checkpoint(tmp_path_factory, tiny_model_dir, addition_file):
     """A short GLOW SFT run through `glowrl sft`: the tiny model learns to answer in a box."""
     out = tmp_path_factory.mktemp("sft") / "model"
-    argv = ["sft", "--config", str(REPO / "recipes/tiny/sft.yaml"), "--model_name_or_path", tiny_model_dir,
-            "--dataset_paths", addition_file, "--output_dir", str(out), "--num_train_epochs", "6",
-            "--learning_rate", "1e-2", "--save_strategy", "no", "--per_device_train_batch_size", "16"]
+    argv = [
+        "sft",
+        "--config",
+        str(REPO / "recipes/tiny/sft.yaml"),
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_paths",
+        addition_file,
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "6",
+        "--learning_rate",
+        "1e-2",
+        "--save_strategy",
+        "no",
+        "--per_device_train_batch_size",
+        "16",
+    ]
     assert glowrl_main(argv) == 0
     return str(out)
 
 
 def grpo_argv(model, data, out, *extra):
-    return ["grpo", "--config", str(REPO / "recipes/tiny/grpo.yaml"), "--model_name_or_path", model,
-            "--dataset_paths", data, "--output_dir", str(out), "--max_steps", "3", "--save_strategy", "no",
-            "--num_generations", "4", "--per_device_train_batch_size", "8", "--max_completion_length", "64", *extra]
+    return [
+        "grpo",
+        "--config",
+        str(REPO / "recipes/tiny/grpo.yaml"),
+        "--model_name_or_path",
+        model,
+        "--dataset_paths",
+        data,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "3",
+        "--save_strategy",
+        "no",
+        "--num_generations",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_completion_length",
+        "64",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +100,14 @@ def test_trainer_log_history_has_reward_and_entropy_keys(tmp_path, sft_checkpoin
     argv = grpo_argv(sft_checkpoint, addition_file, tmp_path / "rl", "--max_steps", "2")[1:]
     trainer = main(*parse_stage_args(DATACLASS_TYPES, "rl", argv))
     logs = [e for e in trainer.state.log_history if "loss" in e]
-    for key in ("rewards/math_accuracy/mean", "rewards/boxed_format/mean", "entropy", "entropy/seq_p10",
-                "entropy/seq_p50", "entropy/seq_p90"):
+    for key in (
+        "rewards/math_accuracy/mean",
+        "rewards/boxed_format/mean",
+        "entropy",
+        "entropy/seq_p10",
+        "entropy/seq_p50",
+        "entropy/seq_p90",
+    ):
         assert all(key in e for e in logs), key
     assert sum("entropy/initial" in e for e in trainer.state.log_history) == 1
     assert any("entropy/correct" in e or "entropy/incorrect" in e for e in logs)
@@ -85,8 +126,9 @@ def test_trainer_log_history_has_reward_and_entropy_keys(tmp_path, sft_checkpoin
         (["--reward_funcs", "accuracy"], "math_accuracy"),
     ],
 )
-def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, capsys, sft_checkpoint, trajectory_file, extra,
-                                                         message):
+def test_bad_input_is_one_clear_error_and_writes_nothing(
+    tmp_path, capsys, sft_checkpoint, trajectory_file, extra, message
+):
     assert glowrl_main(grpo_argv(sft_checkpoint, trajectory_file, tmp_path / "rl", *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("glowrl: error:") and message in err, err

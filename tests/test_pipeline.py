@@ -1,6 +1,6 @@
 """`glowrl pipeline`: SFT then RL from one recipe, each stage a real `accelerate launch` process.
 
-    python -m pytest tests/test_pipeline.py
+python -m pytest tests/test_pipeline.py
 """
 
 import json
@@ -29,11 +29,26 @@ def pipeline_recipe(tmp_path, tiny_model_dir, addition_file):
 
     def write(name="recipe.yaml", sft=None, rl=None, **shared):
         recipe = yaml.safe_load((REPO / "recipes/tiny/pipeline.yaml").read_text())
-        recipe.update({"model_name_or_path": tiny_model_dir, "dataset_paths": [addition_file],
-                       "output_root": str(tmp_path / "run"), "logging_steps": 1, **shared})
+        recipe.update(
+            {
+                "model_name_or_path": tiny_model_dir,
+                "dataset_paths": [addition_file],
+                "output_root": str(tmp_path / "run"),
+                "logging_steps": 1,
+                **shared,
+            }
+        )
         recipe["sft"].update({"num_train_epochs": 2, "per_device_train_batch_size": 16, **(sft or {})})
-        recipe["rl"].update({"max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 8,
-                             "max_completion_length": 32, "save_strategy": "no", **(rl or {})})
+        recipe["rl"].update(
+            {
+                "max_steps": 2,
+                "num_generations": 4,
+                "per_device_train_batch_size": 8,
+                "max_completion_length": 32,
+                "save_strategy": "no",
+                **(rl or {}),
+            }
+        )
         path = tmp_path / name
         path.write_text(yaml.safe_dump(recipe, sort_keys=False))
         return str(path)
@@ -84,8 +99,13 @@ def test_a_failed_sft_stage_stops_the_pipeline(pipeline_recipe, tmp_path):
 def test_an_interrupted_sft_stage_resumes_from_its_last_checkpoint(pipeline_recipe, tmp_path):
     recipe = pipeline_recipe(sft={"num_train_epochs": 4, "save_strategy": "epoch", "save_total_limit": None})
     root = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "glowrl.pipeline", "--config", recipe], cwd=REPO,
-                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "glowrl.pipeline", "--config", recipe],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 300
         while not list((root / "sft").glob("checkpoint-*/glow_state.pt")) and time.time() < deadline:
@@ -102,7 +122,9 @@ def test_an_interrupted_sft_stage_resumes_from_its_last_checkpoint(pipeline_reci
     assert info["stages"]["rl"]["status"] == "done"
     # Every sample was visited exactly once per epoch across the interruption.
     visits = read_jsonl(root / "sft" / "glow_samples.jsonl")
-    assert sorted((v["epoch"], v["sample_id"]) for v in visits) == sorted({(v["epoch"], v["sample_id"]) for v in visits})
+    assert sorted((v["epoch"], v["sample_id"]) for v in visits) == sorted(
+        {(v["epoch"], v["sample_id"]) for v in visits}
+    )
     assert {v["epoch"] for v in visits} == {0, 1, 2, 3}
 
 
@@ -117,7 +139,10 @@ def succeed(command):
         ({"rl": {"max_stepz": 3}}, "unknown recipe key 'max_stepz' in section rl:; did you mean 'max_steps'"),
         ({"glow_alpah": 2.0}, "unknown recipe key 'glow_alpah'"),
         ({"rl": {"algorithm": "ppo"}}, "rl.algorithm: unknown algorithm 'ppo'; choose one of grpo, rloo, dpo, kto"),
-        ({"accelerate_config": "accelerate_configs/nope.yaml"}, "accelerate_config: accelerate_configs/nope.yaml does"),
+        (
+            {"accelerate_config": "accelerate_configs/nope.yaml"},
+            "accelerate_config: accelerate_configs/nope.yaml does",
+        ),
     ],
 )
 def test_bad_recipes_are_refused_before_anything_runs(pipeline_recipe, tmp_path, capsys, changes, message):
@@ -146,8 +171,14 @@ def test_a_finished_run_of_another_recipe_is_never_overwritten(pipeline_recipe, 
 
 def test_overrides_reach_the_right_stage(pipeline_recipe, tmp_path):
     launched = []
-    assert run(pipeline_recipe(), ["--rl.learning_rate", "2e-4", "--sft.glow_beta", "3", "--seed", "5"],
-               launcher=lambda command: launched.append(command) or 0) == 0
+    assert (
+        run(
+            pipeline_recipe(),
+            ["--rl.learning_rate", "2e-4", "--sft.glow_beta", "3", "--seed", "5"],
+            launcher=lambda command: launched.append(command) or 0,
+        )
+        == 0
+    )
     sft = yaml.safe_load((tmp_path / "run" / "recipes" / "sft.yaml").read_text())
     rl = yaml.safe_load((tmp_path / "run" / "recipes" / "rl.yaml").read_text())
     assert (sft["glow_beta"], sft["seed"], float(rl["learning_rate"]), rl["seed"]) == (3, 5, 2e-4, 5)
@@ -155,9 +186,11 @@ def test_overrides_reach_the_right_stage(pipeline_recipe, tmp_path):
 
 
 def test_pipeline_under_two_process_cpu_ddp(pipeline_recipe, tmp_path):
-    recipe = pipeline_recipe(accelerate_config=str(REPO / "accelerate_configs/cpu_ddp.yaml"),
-                             sft={"per_device_train_batch_size": 8, "ddp_find_unused_parameters": False},
-                             rl={"per_device_train_batch_size": 4})
+    recipe = pipeline_recipe(
+        accelerate_config=str(REPO / "accelerate_configs/cpu_ddp.yaml"),
+        sft={"per_device_train_batch_size": 8, "ddp_find_unused_parameters": False},
+        rl={"per_device_train_batch_size": 4},
+    )
     assert run(recipe, []) == 0
     info = manifest(tmp_path / "run")
     assert all(info["stages"][s]["status"] == "done" for s in ("sft", "rl"))

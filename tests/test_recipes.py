@@ -52,8 +52,16 @@ def test_recipe_parses(path, tmp_path, monkeypatch):
 
 
 def test_the_four_data_arms_differ_only_where_the_arms_differ():
-    arms = {arm: load_recipe(REPO / f"recipes/qwen2.5-7b/sft_{arm}.yaml") for arm in ("glow", "all", "positive", "negative")}
-    expected = {"glow": ("all", True), "all": ("all", False), "positive": ("positive", False), "negative": ("negative", False)}
+    arms = {
+        arm: load_recipe(REPO / f"recipes/qwen2.5-7b/sft_{arm}.yaml")
+        for arm in ("glow", "all", "positive", "negative")
+    }
+    expected = {
+        "glow": ("all", True),
+        "all": ("all", False),
+        "positive": ("positive", False),
+        "negative": ("negative", False),
+    }
     for arm, recipe in arms.items():
         assert (recipe["trajectories"], recipe["glow"]) == expected[arm]
         differing = {k for k in recipe if recipe[k] != arms["glow"][k]}
