@@ -117,6 +117,32 @@ def build_problem_dataset(args: ProblemArguments) -> Dataset:
     )
 
 
+def post_init_rollout_config(args, parent_post_init, algorithm: str):
+    """Run a GRPO/RLOO config's `__post_init__`, turning its batch and vLLM errors into ones that name the fix."""
+    if args.num_generations is not None and args.num_generations < 2:
+        raise ValueError(
+            f"num_generations must be at least 2 ({algorithm} compares completions of the same prompt), got "
+            f"{args.num_generations}"
+        )
+    if args.use_vllm and not is_vllm_available():
+        raise ValueError(
+            "use_vllm: true needs vLLM, which is not installed; pip install 'glowrl[vllm]' on a GPU machine, or "
+            "set use_vllm: false to generate with transformers"
+        )
+    try:
+        parent_post_init()
+    except ValueError as e:
+        if "divisible by num_generations" not in str(e):
+            raise
+        per_device, steps = args.per_device_train_batch_size, args.steps_per_generation or 1
+        raise ValueError(
+            f"per_device_train_batch_size: {e}: the generation batch is per_device_train_batch_size "
+            f"({per_device}) × processes ({args.world_size}) × steps_per_generation ({steps}) completions; make "
+            f"it a multiple of num_generations, e.g. per_device_train_batch_size: {args.num_generations}, or a "
+            f"num_generations that divides {per_device * args.world_size * steps}"
+        ) from None
+
+
 @dataclass
 class MathGRPOConfig(GRPOConfig):
     # docstyle-ignore
@@ -142,28 +168,7 @@ class MathGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        if self.num_generations is not None and self.num_generations < 2:
-            raise ValueError(
-                f"num_generations must be at least 2 (GRPO compares completions of the same prompt), got "
-                f"{self.num_generations}"
-            )
-        if self.use_vllm and not is_vllm_available():
-            raise ValueError(
-                "use_vllm: true needs vLLM, which is not installed; pip install 'glowrl[vllm]' on a GPU machine, or "
-                "set use_vllm: false to generate with transformers"
-            )
-        try:
-            super().__post_init__()
-        except ValueError as e:
-            if "divisible by num_generations" not in str(e):
-                raise
-            per_device, steps = self.per_device_train_batch_size, self.steps_per_generation or 1
-            raise ValueError(
-                f"per_device_train_batch_size: {e}: the generation batch is per_device_train_batch_size "
-                f"({per_device}) × processes ({self.world_size}) × steps_per_generation ({steps}) completions; make "
-                f"it a multiple of num_generations, e.g. per_device_train_batch_size: {self.num_generations}, or a "
-                f"num_generations that divides {per_device * self.world_size * steps}"
-            ) from None
+        post_init_rollout_config(self, super().__post_init__, "GRPO")
 
 
 class RolloutEntropyMixin:

@@ -5,6 +5,7 @@ Run the suite with `python -m pytest` from the repository root.
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,32 @@ def addition_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "addition.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def sft_checkpoint(tmp_path_factory, tiny_model_dir, addition_file):
+    """A short GLOW SFT run through `glowrl sft`: the tiny model learns to answer in a box."""
+    out = tmp_path_factory.mktemp("sft") / "model"
+    argv = [
+        "sft",
+        "--config",
+        str(Path(__file__).resolve().parents[1] / "recipes/tiny/sft.yaml"),
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_paths",
+        addition_file,
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "6",
+        "--learning_rate",
+        "1e-2",
+        "--save_strategy",
+        "no",
+        "--per_device_train_batch_size",
+        "16",
+    ]
+    from glowrl.cli import main as glowrl_main
+
+    assert glowrl_main(argv) == 0
+    return str(out)

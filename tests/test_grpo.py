@@ -14,33 +14,6 @@ from glowrl.cli import main as glowrl_main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def sft_checkpoint(tmp_path_factory, tiny_model_dir, addition_file):
-    """A short GLOW SFT run through `glowrl sft`: the tiny model learns to answer in a box."""
-    out = tmp_path_factory.mktemp("sft") / "model"
-    argv = [
-        "sft",
-        "--config",
-        str(REPO / "recipes/tiny/sft.yaml"),
-        "--model_name_or_path",
-        tiny_model_dir,
-        "--dataset_paths",
-        addition_file,
-        "--output_dir",
-        str(out),
-        "--num_train_epochs",
-        "6",
-        "--learning_rate",
-        "1e-2",
-        "--save_strategy",
-        "no",
-        "--per_device_train_batch_size",
-        "16",
-    ]
-    assert glowrl_main(argv) == 0
-    return str(out)
-
-
 def grpo_argv(model, data, out, *extra):
     return [
         "grpo",

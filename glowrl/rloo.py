@@ -1,0 +1,125 @@
+"""Stage 2, RLOO: REINFORCE leave-one-out with math rewards from the GLOW SFT checkpoint, with rollout entropy.
+
+Launch:
+
+    glowrl rl --config recipes/tiny/rloo.yaml --model_name_or_path outputs/tiny/sft
+    accelerate launch --config_file accelerate_configs/zero3.yaml -m glowrl.rl --config my_rloo.yaml
+
+The same problems, prompts, rewards and `entropy/*` figures as the GRPO stage (`glowrl.grpo`); only the trainer
+differs: [`~trl.RLOOTrainer`] ([RLOO](https://huggingface.co/papers/2402.14740)) baselines each completion with the
+mean reward of the other completions of its prompt and, by default (`beta: 0.05`), puts a KL penalty to the starting
+model into the reward. That reference model is reloaded from `model_name_or_path`, so give a saved model directory
+(the SFT stage's output is one); `beta: 0.0` loads no reference model. `python -m glowrl.rloo --config ...` also
+works, and accepts a flat recipe's `algorithm: rloo` key.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from transformers import set_seed
+from trl import ModelConfig, RLOOConfig, RLOOTrainer, get_peft_config
+
+from .grpo import (
+    ProblemArguments,
+    RolloutEntropyMixin,
+    build_problem_dataset,
+    load_tokenizer,
+    post_init_rollout_config,
+)
+from .recipe import parse_stage_args
+from .rewards import get_reward_funcs
+from .sft import check_model_path
+
+
+@dataclass
+class MathRLOOConfig(RLOOConfig):
+    # docstyle-ignore
+    r"""
+    Configuration class for the [`MathRLOOTrainer`].
+
+    [`MathRLOOConfig`] inherits every parameter of [`~trl.RLOOConfig`] (`beta`, `num_generations`,
+    `normalize_advantages`, `use_vllm`, ...) and adds:
+
+    Parameters:
+        > Parameters that control the entropy logging
+
+        log_rollout_entropy (`bool`, *optional*, defaults to `True`):
+            Whether to log `entropy/*` figures and write `<output_dir>/entropy.jsonl` (see the README).
+        entropy_correctness_reward (`str`, *optional*, defaults to `"math_accuracy"`):
+            Reward function whose 1/0 score splits rollouts into correct and incorrect for `entropy/correct` and
+            `entropy/incorrect`.
+    """
+
+    log_rollout_entropy: bool = field(default=True, metadata={"help": "Whether to log entropy/* figures."})
+    entropy_correctness_reward: str = field(
+        default="math_accuracy", metadata={"help": "Reward whose 1/0 score splits rollouts into correct/incorrect."}
+    )
+
+    def __post_init__(self):
+        post_init_rollout_config(self, super().__post_init__, "RLOO")
+
+
+class MathRLOOTrainer(RolloutEntropyMixin, RLOOTrainer):
+    """
+    [`~trl.RLOOTrainer`] with rollout-entropy logging.
+
+    The only change w.r.t. [`~trl.RLOOTrainer`] is [`~glowrl.grpo.RolloutEntropyMixin`], as in
+    [`~glowrl.grpo.MathGRPOTrainer`]: `entropy/seq_p10|p50|p90`, `entropy/correct`, `entropy/incorrect` and, once,
+    `entropy/initial` come from the per-token entropies of RLOO's own loss forward, and `<output_dir>/entropy.jsonl`
+    gets one line per optimizer step.
+    """
+
+    _tag_names: ClassVar[list[str]] = ["trl", "rloo", "glowrl"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_rollout_entropy()
+
+
+DATACLASS_TYPES = (ProblemArguments, MathRLOOConfig, ModelConfig)
+
+
+def main(script_args: ProblemArguments, training_args: MathRLOOConfig, model_args: ModelConfig):
+    """Build the prompts, train with [`MathRLOOTrainer`], save the model, tokenizer and trainer state."""
+    check_model_path(model_args.model_name_or_path)
+    set_seed(training_args.seed)
+    dataset = build_problem_dataset(script_args)
+    tokenizer = load_tokenizer(model_args, script_args.chat_template_path)
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        **(training_args.model_init_kwargs or {}),
+    }
+    trainer = MathRLOOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=get_reward_funcs(script_args.reward_funcs),
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.accelerator.print(
+        f"RLOO on {len(dataset)} problems from {model_args.model_name_or_path}, rewards {script_args.reward_funcs}, "
+        f"beta {training_args.beta}"
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json next to the model: the log history the pipeline summarises
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
+    return trainer
+
+
+def cli(argv: list[str] | None = None) -> int:
+    main(*parse_stage_args(DATACLASS_TYPES, "rl", argv))
+    return 0
+
+
+if __name__ == "__main__":
+    from functools import partial
+
+    from .cli import run_guarded
+    from .rl import cli as rl_cli
+
+    sys.exit(run_guarded(partial(rl_cli, algorithms=("rloo",), default="rloo")))
