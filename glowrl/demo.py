@@ -103,7 +103,7 @@ def demo_recipe(root: Path, size: dict, seed: int = 42, arm: str = "glow", rl: b
             "lr_scheduler_type": "cosine",
             "warmup_steps": 0.05,
             "max_length": 256,
-            "logging_steps": 5,
+            "logging_steps": 10,
             "save_strategy": "no",
         },
     }
@@ -113,12 +113,12 @@ def demo_recipe(root: Path, size: dict, seed: int = 42, arm: str = "glow", rl: b
             "reward_funcs": ["math_accuracy", "boxed_format"],
             "reward_weights": [1.0, 0.1],
             "num_generations": 8,
-            "per_device_train_batch_size": 32,
+            "per_device_train_batch_size": 64,  # 8 prompts x 8 rollouts
             "max_completion_length": 96,
             "temperature": 1.0,
             "loss_type": "dapo",
             "max_steps": size["rl_steps"],
-            "learning_rate": 1.0e-3,
+            "learning_rate": 3.0e-4,
             "lr_scheduler_type": "constant",
             "logging_steps": 1,
             "save_strategy": "no",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset, concatenate_datasets
-from transformers import AutoTokenizer, TrainerCallback, set_seed
+from transformers import TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
 from trl.import_utils import is_vllm_available
 
@@ -27,7 +27,7 @@ from .entropy import entropy_sums, sequence_entropy, summarize_rollout_entropy
 from .prompts import DEFAULT_INSTRUCTION, prompt_messages
 from .recipe import parse_stage_args
 from .rewards import REWARD_FUNCS, get_reward_funcs
-from .sft import check_model_path
+from .stage import check_model_path, load_tokenizer, set_model_init_kwargs, train_and_save
 
 
 ENTROPY_LOG_NAME = "entropy.jsonl"
@@ -310,27 +310,14 @@ class MathGRPOTrainer(RolloutEntropyMixin, GRPOTrainer):
 DATACLASS_TYPES = (ProblemArguments, MathGRPOConfig, ModelConfig)
 
 
-def load_tokenizer(model_args: ModelConfig, chat_template_path: str | None):
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    if chat_template_path:
-        with open(chat_template_path) as f:
-            tokenizer.chat_template = f.read()
-    return tokenizer
-
-
-def main(script_args: ProblemArguments, training_args: MathGRPOConfig, model_args: ModelConfig):
-    """Build the prompts, train with [`MathGRPOTrainer`], save the model and tokenizer to `output_dir`."""
+def run_rollout_stage(trainer_class, script_args: ProblemArguments, training_args, model_args: ModelConfig):
+    """Build the prompts and rewards, train `trainer_class` (GRPO or RLOO), save the model and trainer state."""
     check_model_path(model_args.model_name_or_path)
     set_seed(training_args.seed)
     dataset = build_problem_dataset(script_args)
     tokenizer = load_tokenizer(model_args, script_args.chat_template_path)
-    training_args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-        **(training_args.model_init_kwargs or {}),
-    }
-    trainer = MathGRPOTrainer(
+    set_model_init_kwargs(training_args, model_args)
+    trainer = trainer_class(
         model=model_args.model_name_or_path,
         reward_funcs=get_reward_funcs(script_args.reward_funcs),
         args=training_args,
@@ -339,13 +326,15 @@ def main(script_args: ProblemArguments, training_args: MathGRPOConfig, model_arg
         peft_config=get_peft_config(model_args),
     )
     trainer.accelerator.print(
-        f"GRPO on {len(dataset)} problems from {model_args.model_name_or_path}, rewards {script_args.reward_funcs}"
+        f"{trainer._name} on {len(dataset)} problems from {model_args.model_name_or_path}, rewards "
+        f"{script_args.reward_funcs}, beta {training_args.beta}"
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()  # trainer_state.json next to the model: the log history the pipeline summarises
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
-    return trainer
+    return train_and_save(trainer, training_args)
+
+
+def main(script_args: ProblemArguments, training_args: MathGRPOConfig, model_args: ModelConfig):
+    """Train with [`MathGRPOTrainer`] from `model_name_or_path`; save the model and tokenizer to `output_dir`."""
+    return run_rollout_stage(MathGRPOTrainer, script_args, training_args, model_args)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -29,9 +29,8 @@ from transformers import set_seed
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, ModelConfig, get_peft_config
 
 from .data import TrajectoryArguments, build_trajectory_dataset
-from .grpo import load_tokenizer
 from .recipe import parse_stage_args
-from .sft import check_model_path
+from .stage import check_model_path, load_tokenizer, set_model_init_kwargs, train_and_save
 
 
 DATACLASS_TYPES = {
@@ -131,13 +130,8 @@ def main(script_args: TrajectoryArguments, training_args: DPOConfig | KTOConfig,
         dataset = build_dpo_dataset(script_args)
     else:
         dataset = build_kto_dataset(script_args, training_args.seed)
-    tokenizer = load_tokenizer(model_args, None)
-    training_args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-        **(training_args.model_init_kwargs or {}),
-    }
+    tokenizer = load_tokenizer(model_args)
+    set_model_init_kwargs(training_args, model_args)
     trainer_class = KTOTrainer if algorithm == "kto" else DPOTrainer
     trainer = trainer_class(
         model=model_args.model_name_or_path,
@@ -154,11 +148,7 @@ def main(script_args: TrajectoryArguments, training_args: DPOConfig | KTOConfig,
     trainer.accelerator.print(
         f"{algorithm.upper()} on {what} from {model_args.model_name_or_path}, beta {training_args.beta}"
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()  # trainer_state.json next to the model: the log history the pipeline summarises
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
-    return trainer
+    return train_and_save(trainer, training_args)
 
 
 def cli(argv: list[str] | None = None, algorithm: str | None = None) -> int:

@@ -17,19 +17,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from transformers import set_seed
-from trl import ModelConfig, RLOOConfig, RLOOTrainer, get_peft_config
+from trl import ModelConfig, RLOOConfig, RLOOTrainer
 
 from .grpo import (
     ProblemArguments,
     RolloutEntropyMixin,
-    build_problem_dataset,
-    load_tokenizer,
     post_init_rollout_config,
+    run_rollout_stage,
 )
 from .recipe import parse_stage_args
-from .rewards import get_reward_funcs
-from .sft import check_model_path
 
 
 @dataclass
@@ -81,34 +77,8 @@ DATACLASS_TYPES = (ProblemArguments, MathRLOOConfig, ModelConfig)
 
 
 def main(script_args: ProblemArguments, training_args: MathRLOOConfig, model_args: ModelConfig):
-    """Build the prompts, train with [`MathRLOOTrainer`], save the model, tokenizer and trainer state."""
-    check_model_path(model_args.model_name_or_path)
-    set_seed(training_args.seed)
-    dataset = build_problem_dataset(script_args)
-    tokenizer = load_tokenizer(model_args, script_args.chat_template_path)
-    training_args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-        **(training_args.model_init_kwargs or {}),
-    }
-    trainer = MathRLOOTrainer(
-        model=model_args.model_name_or_path,
-        reward_funcs=get_reward_funcs(script_args.reward_funcs),
-        args=training_args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
-    trainer.accelerator.print(
-        f"RLOO on {len(dataset)} problems from {model_args.model_name_or_path}, rewards {script_args.reward_funcs}, "
-        f"beta {training_args.beta}"
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()  # trainer_state.json next to the model: the log history the pipeline summarises
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
-    return trainer
+    """Train with [`MathRLOOTrainer`] from `model_name_or_path`; save the model and tokenizer to `output_dir`."""
+    return run_rollout_stage(MathRLOOTrainer, script_args, training_args, model_args)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -13,35 +13,18 @@ any TRL trainer, vLLM or `glowrl eval` loads by path.
 """
 
 import sys
-from pathlib import Path
 
-from transformers import AutoTokenizer, set_seed
+from transformers import set_seed
 from trl import ModelConfig, get_peft_config
 
 from .data import TrajectoryArguments, build_trajectory_dataset
 from .glow_config import GLOWConfig
 from .glow_trainer import GLOWTrainer
 from .recipe import parse_stage_args
+from .stage import check_model_path, load_tokenizer, set_model_init_kwargs, train_and_save
 
 
 DATACLASS_TYPES = (TrajectoryArguments, GLOWConfig, ModelConfig)
-
-
-def check_model_path(model_name_or_path: str | None, field_name: str = "model_name_or_path") -> None:
-    """Fail early and clearly on a local model path that does not exist or holds no tokenizer."""
-    if not model_name_or_path:
-        raise ValueError(f"{field_name} is required: a local model directory or a Hub model name")
-    path = Path(model_name_or_path).expanduser()
-    looks_local = path.exists() or model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1
-    if not looks_local:
-        return  # a Hub name: loading it will say whether it exists
-    if not path.is_dir():
-        raise ValueError(f"{field_name}: {model_name_or_path} does not exist; give a model directory or a Hub name")
-    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
-        raise ValueError(
-            f"{field_name}: {model_name_or_path} holds no tokenizer (no tokenizer.json or tokenizer_config.json); "
-            "save the tokenizer with the model (tokenizer.save_pretrained)"
-        )
 
 
 def main(script_args: TrajectoryArguments, training_args: GLOWConfig, model_args: ModelConfig):
@@ -49,18 +32,8 @@ def main(script_args: TrajectoryArguments, training_args: GLOWConfig, model_args
     check_model_path(model_args.model_name_or_path)
     set_seed(training_args.seed)
     dataset = build_trajectory_dataset(script_args)
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
-    )
-    training_args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "trust_remote_code": training_args.trust_remote_code,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-        **(training_args.model_init_kwargs or {}),
-    }
+    tokenizer = load_tokenizer(model_args)
+    set_model_init_kwargs(training_args, model_args)
     trainer = GLOWTrainer(
         model=model_args.model_name_or_path,
         args=training_args,
@@ -73,11 +46,7 @@ def main(script_args: TrajectoryArguments, training_args: GLOWConfig, model_args
         f"GLOW SFT on {len(dataset)} trajectories ({counts[True]} positive, {counts[False]} negative, "
         f"{counts[None]} unlabelled), glow={'on' if training_args.glow else 'off'}"
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()  # trainer_state.json next to the model: the log history the pipeline summarises
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
-    return trainer
+    return train_and_save(trainer, training_args)
 
 
 def cli(argv: list[str] | None = None) -> int:
