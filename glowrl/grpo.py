@@ -195,9 +195,9 @@ class RolloutEntropyMixin:
         if self._entropy_enabled:
             self.add_callback(_EntropyStepEnd(self))
 
-    @staticmethod
-    def _empty_entropy_step():
-        return {"seq": [], "sums": torch.zeros(6, dtype=torch.float64)}
+    def _empty_entropy_step(self):
+        # Kept on the accelerator until the step ends: one device-to-host copy per optimizer step, not per micro-batch.
+        return {"seq": [], "sums": torch.zeros(6, dtype=torch.float64, device=self.accelerator.device)}
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -232,22 +232,21 @@ class RolloutEntropyMixin:
                 if "tool_mask" not in inputs
                 else inputs["completion_mask"] * inputs["tool_mask"]
             )
-            self._entropy_step["seq"].append(sequence_entropy(entropies, mask).double().cpu())
+            self._entropy_step["seq"].append(sequence_entropy(entropies, mask).double())
             sums = entropy_sums(entropies.double(), mask, inputs["rollout_correct"].double())
-            self._entropy_step["sums"] += sums.cpu()
+            self._entropy_step["sums"] += sums
         return loss
 
     def _end_entropy_step(self):
         """Reduce this optimizer step's figures over ranks (one all-gather) and record them; runs on every rank."""
-        seq = (
-            torch.cat(self._entropy_step["seq"]) if self._entropy_step["seq"] else torch.empty(0, dtype=torch.float64)
-        )
-        sums = self._entropy_step["sums"]
+        device = self.accelerator.device
+        step = self._entropy_step
+        seq = torch.cat(step["seq"]) if step["seq"] else torch.empty(0, dtype=torch.float64, device=device)
+        sums = step["sums"]
         self._entropy_step = self._empty_entropy_step()
         if self.accelerator.num_processes > 1:
-            device = self.accelerator.device
-            seq = self.accelerator.gather(self.accelerator.pad_across_processes(seq.to(device), pad_index=torch.nan))
-            sums = self.accelerator.gather(sums.to(device)[None]).sum(0)
+            seq = self.accelerator.gather(self.accelerator.pad_across_processes(seq, pad_index=torch.nan))
+            sums = self.accelerator.gather(sums[None]).sum(0)
         seq, sums = seq.cpu(), sums.cpu()
         if sums[1] == 0:
             return
