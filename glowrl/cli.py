@@ -82,9 +82,9 @@ def _sft(argv):
 
 
 def _grpo(argv):
-    from .grpo import cli
+    from .rl import cli
 
-    return cli(argv)
+    return cli(argv, algorithms=("grpo",), default="grpo")
 
 
 def _rl(argv):

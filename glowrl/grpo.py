@@ -342,6 +342,10 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import run_guarded
+    from functools import partial
 
-    sys.exit(run_guarded(cli))
+    from .cli import run_guarded
+    from .rl import cli as rl_cli
+
+    # Through `glowrl.rl`, so that a recipe's `algorithm: grpo` (pipeline stage recipes have one) is accepted.
+    sys.exit(run_guarded(partial(rl_cli, algorithms=("grpo",), default="grpo")))
