@@ -44,25 +44,31 @@ def weight_summary(glow_samples: Path) -> list[dict]:
     return rows
 
 
-def plot_glow_weights(glow_samples: Path, output: Path) -> Path:
-    """Histogram of GLOW weights per epoch, positives vs negatives."""
+def plot_glow_weights(glow_samples: Path, output: Path, max_panels: int = 8) -> Path:
+    """Histograms of GLOW weights, positives vs negatives, for up to `max_panels` evenly spaced epochs."""
     visits = _jsonl(glow_samples)
     epochs = sorted({v["epoch"] for v in visits})
-    fig, axes = plt.subplots(1, len(epochs), figsize=(3.2 * len(epochs), 3), sharey=True, squeeze=False)
-    for ax, epoch in zip(axes[0], epochs, strict=True):
+    if len(epochs) > max_panels:
+        epochs = sorted({epochs[round(i * (len(epochs) - 1) / (max_panels - 1))] for i in range(max_panels)})
+    columns = min(4, len(epochs))
+    rows = -(-len(epochs) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), sharex=True, squeeze=False)
+    low = min(v["weight"] for v in visits)
+    high = max(v["weight"] for v in visits)
+    bins = [low + (high - low) * i / 30 for i in range(31)] if high > low else 10
+    for ax, epoch in zip(axes.flat, epochs, strict=False):
         for label, name, color in ((True, "positives", "tab:green"), (False, "negatives", "tab:red")):
             weights = [v["weight"] for v in visits if v["epoch"] == epoch and v.get("correct") is label]
             if weights:
-                ax.hist(
-                    weights, bins=20, alpha=0.55, color=color, label=f"{name} (mean {sum(weights) / len(weights):.2f})"
-                )
-        ax.set_title(
-            f"epoch {epoch}"
-            + (" (unweighted)" if all(v["weight"] == 1.0 for v in visits if v["epoch"] == epoch) else "")
-        )
-        ax.set_xlabel("GLOW weight")
+                mean = sum(weights) / len(weights)
+                ax.hist(weights, bins=bins, alpha=0.55, color=color, label=f"{name} (mean {mean:.3f})")
+        unweighted = all(v["weight"] == 1.0 for v in visits if v["epoch"] == epoch)
+        ax.set_title(f"epoch {epoch}" + (" (unweighted)" if unweighted else ""), fontsize=9)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("sample visits")
+    for ax in axes.flat[len(epochs) :]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("GLOW weight")
     fig.suptitle("GLOW weights per epoch: positives vs negatives")
     fig.tight_layout()
     fig.savefig(output, dpi=110)
