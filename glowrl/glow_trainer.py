@@ -184,9 +184,8 @@ class GLOWTrainer(SFTTrainer):
         self._glow_correct = None
         if "correct" in self.train_dataset.column_names:
             self._glow_correct = torch.full((num_samples,), -1, dtype=torch.int8)
-            self._glow_correct[torch.tensor(self.train_dataset["sample_id"])] = torch.tensor(
-                self.train_dataset["correct"], dtype=torch.int8
-            )
+            labels = [-1 if c is None else int(c) for c in self.train_dataset["correct"]]  # -1: unlabelled
+            self._glow_correct[torch.tensor(self.train_dataset["sample_id"])] = torch.tensor(labels, dtype=torch.int8)
         self._glow_pending: list[torch.Tensor] = []  # visits not yet merged into the history, rows as in _ID.._WEIGHT
         self._glow_window: list[torch.Tensor] = []  # visits since the last log, for the glow/* metrics
         self._glow_step_samples = None

@@ -224,6 +224,18 @@ def test_adds_sample_ids_when_the_dataset_has_none(tiny_model_dir, tokenizer, da
     assert sorted(trainer.train_dataset["sample_id"]) == list(range(len(dataset)))
 
 
+def test_unlabelled_trajectories_are_logged_without_a_correct_field(tiny_model_dir, tokenizer, dataset, tmp_path):
+    labels = [None if i % 3 == 0 else c for i, c in enumerate(dataset["correct"])]
+    partly_labelled = dataset.remove_columns("correct").add_column("correct", labels)
+    trainer = make_trainer(
+        tiny_model_dir, tokenizer, partly_labelled, tmp_path, num_train_epochs=1, glow_log_samples=True
+    )
+    trainer.train()
+    visits = {v["sample_id"]: v for v in read_jsonl(tmp_path / "glow_samples.jsonl")}
+    for sample_id, label in zip(partly_labelled["sample_id"], labels, strict=True):
+        assert visits[sample_id].get("correct") == label
+
+
 def test_rejects_trajectories_truncated_to_nothing(tiny_model_dir, tokenizer, dataset, tmp_path):
     with pytest.raises(ValueError, match="no trainable tokens"):
         make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, max_length=8)
