@@ -20,7 +20,6 @@ output root holding a run of a different recipe is refused.
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -171,43 +170,56 @@ def banner(text: str):
     print(f"\n━━ {text} {line}", flush=True)
 
 
+def plan_stages(resolved: dict, manifest: dict | None, root: Path, overwrite: bool) -> dict:
+    """Decide, stage by stage, what a (re-)run does, refusing to overwrite finished or foreign outputs.
+
+    A stage that is done with the same config is skipped. A finished stage whose config changed, or an output
+    directory this pipeline did not write, is refused unless `overwrite`. An unfinished stage runs, resuming from its
+    last checkpoint only if its config is unchanged. Once a stage runs, every later stage runs again too, since it
+    starts from that stage's output.
+
+    Returns:
+        `dict`: the stages' manifest entries (status `done` for the ones to skip, `pending` otherwise).
+    """
+    previous = (manifest or {}).get("stages", {})
+    stages, upstream_reran = {}, False
+    for stage, config in resolved.items():
+        old = previous.get(stage)
+        output_dir = Path(config["output_dir"])
+        same = old is not None and old["config"] == config
+        if overwrite:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        elif old is not None and old["status"] == "done" and not same:
+            raise RecipeError(
+                f"output_root: {root} holds a finished {stage} stage of a different recipe "
+                f"({(manifest or {}).get('recipe')}); choose another output_root, or pass --overwrite to replace it"
+            )
+        elif old is None and output_dir.is_dir() and any(output_dir.iterdir()):
+            raise RecipeError(
+                f"output_root: {output_dir} already holds files not written by this pipeline (no record in "
+                f"{MANIFEST_NAME}); choose another output_root, or pass --overwrite to replace them"
+            )
+        if same and not overwrite and not (upstream_reran and old["status"] == "done"):
+            stages[stage] = {**old, "config": config}
+        else:
+            stages[stage] = {"status": "pending", "config": config}
+        upstream_reran = upstream_reran or stages[stage]["status"] != "done"
+    return stages
+
+
 def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launcher=subprocess.call) -> int:
     """Run the pipeline; returns the exit status (0 when every stage is done)."""
     recipe = apply_overrides(load_recipe(recipe_path), overrides)
     resolved = resolve(recipe)
     root = Path(recipe["output_root"])
-    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
     manifest_path = root / MANIFEST_NAME
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-    if manifest and manifest["recipe_hash"] != digest and not overwrite:
-        finished = [s for s, info in manifest["stages"].items() if info["status"] == "done"]
-        if finished or any((root / s).exists() for s in STAGES):
-            raise RecipeError(
-                f"output_root: {root} holds a run of a different recipe ({manifest['recipe']}, finished stages: "
-                f"{finished or 'none'}); choose another output_root, or pass --overwrite to replace it"
-            )
-    if manifest is None and not overwrite:
-        foreign = [
-            s
-            for s in resolved
-            if Path(resolved[s]["output_dir"]).is_dir() and any(Path(resolved[s]["output_dir"]).iterdir())
-        ]
-        if foreign:
-            raise RecipeError(
-                f"output_root: {resolved[foreign[0]]['output_dir']} already holds files not written by this pipeline "
-                "(no pipeline.json); choose another output_root, or pass --overwrite to replace them"
-            )
-    if overwrite or manifest is None or manifest["recipe_hash"] != digest:
-        for stage in resolved:
-            if overwrite and Path(resolved[stage]["output_dir"]).exists():
-                shutil.rmtree(resolved[stage]["output_dir"])
-        manifest = {
-            "recipe": str(recipe_path),
-            "recipe_hash": digest,
-            "created": _now(),
-            **environment(),
-            "stages": {s: {"status": "pending", "config": resolved[s]} for s in resolved},
-        }
+    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    manifest = {
+        "recipe": str(recipe_path),
+        "created": (previous or {}).get("created", _now()),
+        **environment(),
+        "stages": plan_stages(resolved, previous, root, overwrite),
+    }
     root.mkdir(parents=True, exist_ok=True)
     recipes_dir = root / "recipes"
     recipes_dir.mkdir(exist_ok=True)
@@ -224,7 +236,10 @@ def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launche
         stage_recipe = recipes_dir / f"{stage}.yaml"
         stage_recipe.write_text(yaml.safe_dump(resolved[stage], sort_keys=False))
         stage_dir = Path(resolved[stage]["output_dir"])
-        resume = get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() and info["status"] != "pending" else None
+        # `pending` with a kept checkpoint means an interrupted run of this very config (a changed config is new).
+        interrupted = (previous or {}).get("stages", {}).get(stage, {})
+        unchanged = interrupted.get("config") == resolved[stage] and interrupted.get("status") in ("running", "failed")
+        resume = get_last_checkpoint(str(stage_dir)) if unchanged and stage_dir.is_dir() else None
         command = stage_command(stage, stage_recipe, accelerate_config, resume)
         banner(title + (f" — resuming from {resume}" if resume else ""))
         print("$ " + " ".join(command), flush=True)

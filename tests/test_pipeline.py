@@ -163,10 +163,33 @@ def test_a_finished_run_of_another_recipe_is_never_overwritten(pipeline_recipe, 
     assert run(pipeline_recipe(), [], launcher=succeed) == 0
     before = manifest(tmp_path / "run")
     assert glowrl_main(["pipeline", "--config", pipeline_recipe(), "--seed", "7"]) == 2
-    assert "holds a run of a different recipe" in capsys.readouterr().err
+    assert "holds a finished sft stage of a different recipe" in capsys.readouterr().err
     assert manifest(tmp_path / "run") == before
     assert run(pipeline_recipe(), ["--seed", "7"], overwrite=True, launcher=succeed) == 0
-    assert manifest(tmp_path / "run")["recipe_hash"] != before["recipe_hash"]
+    assert manifest(tmp_path / "run")["stages"]["sft"]["config"]["seed"] == 7
+
+
+def test_a_failed_rl_stage_reruns_with_a_fixed_config_and_sft_is_kept(pipeline_recipe, tmp_path):
+    launched = []
+
+    def fail_rl(command):
+        launched.append(command[command.index("-m", 3) + 1])
+        return 1 if command[command.index("-m", 3) + 1] == "glowrl.rl" else 0
+
+    assert run(pipeline_recipe(), [], launcher=fail_rl) == 1
+    assert [manifest(tmp_path / "run")["stages"][s]["status"] for s in ("sft", "rl")] == ["done", "failed"]
+    launched.clear()
+    assert run(pipeline_recipe(), ["--rl.learning_rate", "1e-5"], launcher=succeed_recording(launched)) == 0
+    assert launched == ["glowrl.rl"]  # SFT, finished with the same config, is skipped
+    assert manifest(tmp_path / "run")["stages"]["rl"]["resumed_from"] is None  # new config: starts afresh
+
+
+def succeed_recording(launched):
+    def launcher(command):
+        launched.append(command[command.index("-m", 3) + 1])
+        return 0
+
+    return launcher
 
 
 def test_overrides_reach_the_right_stage(pipeline_recipe, tmp_path):
