@@ -250,7 +250,7 @@ def write_report(root: Path, report: dict) -> None:
 Size `{report["size"]}`, {report["elapsed_s"]:.0f} s. Task: multi-step arithmetic ({report["train_trajectories"]}
 trajectories, {report["positives"]} correct and {report["negatives"]} with a realistic mistake); in-domain test: same
 distribution, unseen problems; out-of-domain: longer chains. Model: tiny Qwen2 built locally ({report["parameters"]:,}
-parameters). Recipe: `{root / "recipe.yaml"}` (run with `glowrl pipeline --config` it).
+parameters). Recipe: `{root / "recipe.yaml"}` (re-run it with `glowrl pipeline --config {root / "recipe.yaml"}`).
 
 ## Results
 
