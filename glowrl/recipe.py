@@ -71,6 +71,11 @@ def stage_values(recipe: dict, stage: str, dataclass_types, other_stage_fields: 
     """
     known = _field_names(dataclass_types)
     sectioned = any(s in recipe for s in STAGES)
+    if sectioned and "output_dir" in recipe:
+        raise RecipeError(
+            "output_dir: a shared output_dir would send both stages to one directory; set output_root (stages write "
+            "to <output_root>/sft and <output_root>/rl) or an output_dir inside each section"
+        )
     values = {}
     for key, value in recipe.items():
         if key in STAGES or key in PIPELINE_KEYS:

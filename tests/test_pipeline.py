@@ -143,6 +143,7 @@ def succeed(command):
             {"accelerate_config": "accelerate_configs/nope.yaml"},
             "accelerate_config: accelerate_configs/nope.yaml does",
         ),
+        ({"output_dir": "out"}, "output_dir: a shared output_dir would send both stages to one directory"),
     ],
 )
 def test_bad_recipes_are_refused_before_anything_runs(pipeline_recipe, tmp_path, capsys, changes, message):
