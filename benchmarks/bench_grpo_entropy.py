@@ -94,9 +94,20 @@ GLOWRL_TIMERS = (
     ("_end_entropy_step", "glowrl._end_entropy_step", None),
 )
 # Per-step figures: (key, "wall" or "cpu").
-STEP_KEYS = ("step_s", "cpu_step_s", "train_part_s", "cpu_train_part_s", "generation_s", "cpu_generation_s",
-             "sampling_s", "rewards_s", "trl_compute_loss_s", "glowrl_own_s", "cpu_glowrl_own_s",
-             "glowrl_own_in_step_s")
+STEP_KEYS = (
+    "step_s",
+    "cpu_step_s",
+    "train_part_s",
+    "cpu_train_part_s",
+    "generation_s",
+    "cpu_generation_s",
+    "sampling_s",
+    "rewards_s",
+    "trl_compute_loss_s",
+    "glowrl_own_s",
+    "cpu_glowrl_own_s",
+    "glowrl_own_in_step_s",
+)
 RATIO_KEYS = ("step_s", "cpu_step_s", "train_part_s", "cpu_train_part_s")
 
 
@@ -112,8 +123,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup-steps", type=int, default=2, help="optimizer steps run before the measured ones")
     p.add_argument("--steps", type=int, default=10, help="measured optimizer steps per run")
     p.add_argument("--repeats", type=int, default=8, help="repeats, each with fresh trainers of every variant")
-    p.add_argument("--interleave", choices=("step", "run"), default="step",
-                   help="alternate the variants every optimizer step (two trainers taking turns) or every run")
+    p.add_argument(
+        "--interleave",
+        choices=("step", "run"),
+        default="step",
+        help="alternate the variants every optimizer step (two trainers taking turns) or every run",
+    )
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (CUDA only)")
@@ -127,12 +142,21 @@ def parse_args(argv=None):
     )
     p.add_argument("--output", default="results.json", help="JSON file with the raw runs and the summary")
     p.add_argument("--model-dir", default=None, help="reuse a model built by a previous run instead of building one")
-    p.add_argument("--no-breakdown", dest="breakdown", action="store_false",
-                   help="no method timers (step times only; the trainer classes are left untouched)")
-    p.add_argument("--micro-iters", type=int, default=300,
-                   help="iterations of the final micro-benchmark of glowrl's per-step code (0: skip it)")
-    p.add_argument("--smoke", action="store_true",
-                   help="hidden 64, 2 layers, 16 tokens, 1 warm-up + 1 measured step, one repeat")
+    p.add_argument(
+        "--no-breakdown",
+        dest="breakdown",
+        action="store_false",
+        help="no method timers (step times only; the trainer classes are left untouched)",
+    )
+    p.add_argument(
+        "--micro-iters",
+        type=int,
+        default=300,
+        help="iterations of the final micro-benchmark of glowrl's per-step code (0: skip it)",
+    )
+    p.add_argument(
+        "--smoke", action="store_true", help="hidden 64, 2 layers, 16 tokens, 1 warm-up + 1 measured step, one repeat"
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.hidden_size, args.num_layers, args.max_completion_length = 64, 2, 16
@@ -269,7 +293,7 @@ class Baton:
 
     def _next(self, name):
         i = self.order.index(name)
-        for other in self.order[i + 1:] + self.order[: i + 1]:
+        for other in self.order[i + 1 :] + self.order[: i + 1]:
             if other in self.active:
                 return other
         return None
@@ -346,8 +370,10 @@ def step_timer(tag: str, warmup: int, total: int, sync, baton: "Baton | None" = 
             self.ends.append(time.perf_counter())
             self.cpu_ends.append(time.process_time())
             kind = "warm-up" if len(self.ends) <= warmup else "measured"
-            log(f"{tag} step {state.global_step}/{total} ({kind}): {self.ends[-1] - self.begins[-1]:.3f} s wall, "
-                f"{self.cpu_ends[-1] - self.cpu_begins[-1]:.3f} s CPU")
+            log(
+                f"{tag} step {state.global_step}/{total} ({kind}): {self.ends[-1] - self.begins[-1]:.3f} s wall, "
+                f"{self.cpu_ends[-1] - self.cpu_begins[-1]:.3f} s CPU"
+            )
 
     return StepTimer()
 
@@ -399,7 +425,10 @@ def make_trainer(args, variant: str, model_dir: Path):
         )
     else:
         trainer = GRPOTrainer(
-            model=model, reward_funcs=rewards, args=GRPOConfig(**common), train_dataset=dataset,
+            model=model,
+            reward_funcs=rewards,
+            args=GRPOConfig(**common),
+            train_dataset=dataset,
             processing_class=tokenizer,
         )
     for callback in (PrinterCallback, ProgressCallback):
@@ -418,8 +447,10 @@ def collect_result(args, variant, repeat, trainer, timer, calls, thread, t_train
         if calls is not None:
             after = timer.enters[k + 1] if k + 1 < len(timer.enters) else t_done
             inside, through = window_sums(calls, thread, b, e), window_sums(calls, thread, b, after)
-            inside_cpu, through_cpu = (window_sums(calls, thread, b, e, cpu=True),
-                                       window_sums(calls, thread, b, after, cpu=True))
+            inside_cpu, through_cpu = (
+                window_sums(calls, thread, b, e, cpu=True),
+                window_sums(calls, thread, b, after, cpu=True),
+            )
             row["generation_s"] = inside.get("trl.generate_and_score", 0.0)
             row["cpu_generation_s"] = inside_cpu.get("trl.generate_and_score", 0.0)
             row["sampling_s"] = inside.get("trl.generate", 0.0)
@@ -436,11 +467,19 @@ def collect_result(args, variant, repeat, trainer, timer, calls, thread, t_train
         steps.append(row)
     if len(steps) != total_steps:
         raise RuntimeError(f"{tag}: {len(steps)} steps timed, expected {total_steps}")
-    measured = steps[args.warmup_steps:]
+    measured = steps[args.warmup_steps :]
 
     logs = [row for row in trainer.state.log_history if "loss" in row and "step" in row]
-    keep = ("loss", "entropy", "reward", "completions/mean_length", "rewards/math_accuracy/mean",
-            "rewards/boxed_format/mean", "entropy/seq_p50", "entropy/incorrect")
+    keep = (
+        "loss",
+        "entropy",
+        "reward",
+        "completions/mean_length",
+        "rewards/math_accuracy/mean",
+        "rewards/boxed_format/mean",
+        "entropy/seq_p50",
+        "entropy/incorrect",
+    )
     entropy_rows = None
     if variant == "glowrl":
         path = Path(trainer.args.output_dir) / ENTROPY_LOG_NAME
@@ -462,12 +501,13 @@ def collect_result(args, variant, repeat, trainer, timer, calls, thread, t_train
             label: statistics.median(s["glowrl_own_by_method_s"].get(label, 0.0) for s in measured)
             for _, label, _ in GLOWRL_TIMERS
         }
-    line = (f"{tag} done: median step {result['median_step_s']:.3f} s wall, {result['median_cpu_step_s']:.3f} s "
-            "CPU")
+    line = f"{tag} done: median step {result['median_step_s']:.3f} s wall, {result['median_cpu_step_s']:.3f} s CPU"
     if calls is not None:
-        line += (f"; generation {result['median_generation_s']:.3f} s, excl. generation "
-                 f"{result['median_train_part_s'] * 1e3:.1f} ms wall / "
-                 f"{result['median_cpu_train_part_s'] * 1e3:.1f} ms CPU")
+        line += (
+            f"; generation {result['median_generation_s']:.3f} s, excl. generation "
+            f"{result['median_train_part_s'] * 1e3:.1f} ms wall / "
+            f"{result['median_cpu_train_part_s'] * 1e3:.1f} ms CPU"
+        )
         if variant == "glowrl":
             line += f"; glowrl's own code {result['median_glowrl_own_s'] * 1e3:.2f} ms"
     log(line)
@@ -496,8 +536,20 @@ def run_repeat(args, model_dir: Path, repeat: int) -> list[dict]:
                 output = trainer.train()
             finally:
                 Recorder.calls = None
-            results.append(collect_result(args, variant, repeat, trainer, timer, calls, threading.get_ident(),
-                                          t_train, time.perf_counter(), output))
+            results.append(
+                collect_result(
+                    args,
+                    variant,
+                    repeat,
+                    trainer,
+                    timer,
+                    calls,
+                    threading.get_ident(),
+                    t_train,
+                    time.perf_counter(),
+                    output,
+                )
+            )
             shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
             del trainer
             gc.collect()
@@ -517,8 +569,12 @@ def run_repeat(args, model_dir: Path, repeat: int) -> list[dict]:
         try:
             t_train = time.perf_counter()
             output = trainers[variant].train()
-            outcome[variant] = {"output": output, "t_train": t_train, "t_done": time.perf_counter(),
-                                "thread": threading.get_ident()}
+            outcome[variant] = {
+                "output": output,
+                "t_train": t_train,
+                "t_done": time.perf_counter(),
+                "thread": threading.get_ident(),
+            }
         except Exception as e:  # noqa: BLE001 (re-raised by the main thread)
             outcome[variant] = {"error": e}
         finally:
@@ -539,8 +595,11 @@ def run_repeat(args, model_dir: Path, repeat: int) -> list[dict]:
             raise RuntimeError(f"[{v} r{repeat}] training failed") from outcome[v]["error"]
     for v in order:
         o = outcome[v]
-        results.append(collect_result(args, v, repeat, trainers[v], timers[v], calls, o["thread"], o["t_train"],
-                                      o["t_done"], o["output"]))
+        results.append(
+            collect_result(
+                args, v, repeat, trainers[v], timers[v], calls, o["thread"], o["t_train"], o["t_done"], o["output"]
+            )
+        )
         shutil.rmtree(trainers[v].args.output_dir, ignore_errors=True)
     trainers.clear()
     gc.collect()
@@ -585,10 +644,15 @@ def micro_benchmark(args) -> dict:
 
     seq, sums = compute_loss_extra()
     stub = SimpleNamespace(
-        _entropy_step=None, _empty_entropy_step=RolloutEntropyMixin._empty_entropy_step,
-        accelerator=SimpleNamespace(num_processes=1, is_main_process=True), _entropy_initial_logged=True,
-        _entropy_window=[], _metrics={"train": {"entropy": [1.0]}}, _trl_entropy_seen=0,
-        state=SimpleNamespace(global_step=1), args=SimpleNamespace(output_dir=str(out_dir)),
+        _entropy_step=None,
+        _empty_entropy_step=RolloutEntropyMixin._empty_entropy_step,
+        accelerator=SimpleNamespace(num_processes=1, is_main_process=True),
+        _entropy_initial_logged=True,
+        _entropy_window=[],
+        _metrics={"train": {"entropy": [1.0]}},
+        _trl_entropy_seen=0,
+        state=SimpleNamespace(global_step=1),
+        args=SimpleNamespace(output_dir=str(out_dir)),
     )
 
     def end_entropy_step():
@@ -625,7 +689,8 @@ def micro_benchmark(args) -> dict:
             sync()
             times.append(time.perf_counter() - t)
         result[name] = {
-            "median_us": 1e6 * statistics.median(times), "p90_us": 1e6 * sorted(times)[int(0.9 * len(times))]
+            "median_us": 1e6 * statistics.median(times),
+            "p90_us": 1e6 * sorted(times)[int(0.9 * len(times))],
         }
     shutil.rmtree(out_dir, ignore_errors=True)
     return result
@@ -663,8 +728,13 @@ def machine_info(device: str) -> dict:
 
     import glowrl
 
-    info["versions"] = {"torch": torch.__version__, "trl": trl.__version__, "transformers": transformers.__version__,
-                        "accelerate": accelerate.__version__, "glowrl": getattr(glowrl, "__version__", "?")}
+    info["versions"] = {
+        "torch": torch.__version__,
+        "trl": trl.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "glowrl": getattr(glowrl, "__version__", "?"),
+    }
     info["torch_threads"] = torch.get_num_threads()
     if device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
@@ -684,9 +754,12 @@ def summarize(args, runs: list[dict]) -> dict:
     by_variant = {v: [r for r in runs if r["variant"] == v] for v in args.variants}
     summary = {}
     for v, rs in by_variant.items():
-        measured = [s for r in rs for s in r["steps"][args.warmup_steps:]]
-        entry = {"runs": len(rs), "measured_steps": len(measured),
-                 "train_loss": statistics.median(r["train_loss"] for r in rs)}
+        measured = [s for r in rs for s in r["steps"][args.warmup_steps :]]
+        entry = {
+            "runs": len(rs),
+            "measured_steps": len(measured),
+            "train_loss": statistics.median(r["train_loss"] for r in rs),
+        }
         for key in STEP_KEYS:
             values = [s[key] for s in measured if key in s]
             if values:
@@ -704,8 +777,11 @@ def summarize(args, runs: list[dict]) -> dict:
         for key in RATIO_KEYS:
             if key not in summary["glowrl"] or (key.startswith("cpu") and args.device == "cuda"):
                 continue
-            per_step = [x[key] / y[key] for a, b in pairs
-                        for x, y in zip(a["steps"][args.warmup_steps:], b["steps"][args.warmup_steps:], strict=True)]
+            per_step = [
+                x[key] / y[key]
+                for a, b in pairs
+                for x, y in zip(a["steps"][args.warmup_steps :], b["steps"][args.warmup_steps :], strict=True)
+            ]
             per_repeat = [a[f"median_{key}"] / b[f"median_{key}"] for a, b in pairs]
             lo, hi = bootstrap_median_ci(per_step)
             ratios[key] = {
@@ -718,12 +794,16 @@ def summarize(args, runs: list[dict]) -> dict:
         if "glowrl_own_s" in summary["glowrl"]:
             ratios["glowrl_own_over_trl_step"] = summary["glowrl"]["glowrl_own_s"] / summary["trl"]["step_s"]
             ratios["glowrl_own_over_trl_train_part"] = (
-                summary["glowrl"]["glowrl_own_s"] / summary["trl"]["train_part_s"])
+                summary["glowrl"]["glowrl_own_s"] / summary["trl"]["train_part_s"]
+            )
         # Same seed, init, prompts and RNG stream: both variants must sample and train identically.
         for key in ("loss", "entropy", "reward", "completions/mean_length"):
-            diffs = [abs(x[key] - y[key]) for a, b in pairs
-                     for x, y in zip(a["step_logs"], b["step_logs"], strict=True)
-                     if x.get(key) is not None and y.get(key) is not None]
+            diffs = [
+                abs(x[key] - y[key])
+                for a, b in pairs
+                for x, y in zip(a["step_logs"], b["step_logs"], strict=True)
+                if x.get(key) is not None and y.get(key) is not None
+            ]
             checks[f"max_abs_diff_{key}"] = max(diffs) if diffs else None
     return {"variants": summary, "ratios": ratios, "checks": checks}
 
@@ -758,15 +838,17 @@ def markdown(args, summary: dict, meta: dict) -> str:
                 row += [rng(s, "cpu_train_part_s", 1e3, ".0f"), ratio(v, "cpu_train_part_s")]
             row += [f"{s['generation_s']:.3f}", f"{s['glowrl_own_s'] * 1e3:.2f}" if "glowrl_own_s" in s else "–"]
         lines.append("| " + " | ".join(row) + " |")
-    shape = (f"Qwen2 vocab {args.vocab_size}, hidden {args.hidden_size}, {args.num_layers} layers, MLP "
-             f"{args.intermediate_size}; {args.batch_size} completions per step "
-             f"({args.batch_size // args.num_generations} prompts × {args.num_generations} generations), "
-             f"max_completion_length {args.max_completion_length}; "
-             f"{args.warmup_steps} warm-up + {args.steps} measured steps × {args.repeats} repeats, interleaved per "
-             f"{args.interleave}; device {args.device}{' bf16' if args.bf16 else ' fp32'}, "
-             f"{meta['machine']['torch_threads']} torch thread(s); load average "
-             f"{meta['machine'].get('load_avg_at_start', [math.nan])[0]:.1f} at start, "
-             f"{meta.get('load_avg_at_end', [math.nan])[0]:.1f} at end")
+    shape = (
+        f"Qwen2 vocab {args.vocab_size}, hidden {args.hidden_size}, {args.num_layers} layers, MLP "
+        f"{args.intermediate_size}; {args.batch_size} completions per step "
+        f"({args.batch_size // args.num_generations} prompts × {args.num_generations} generations), "
+        f"max_completion_length {args.max_completion_length}; "
+        f"{args.warmup_steps} warm-up + {args.steps} measured steps × {args.repeats} repeats, interleaved per "
+        f"{args.interleave}; device {args.device}{' bf16' if args.bf16 else ' fp32'}, "
+        f"{meta['machine']['torch_threads']} torch thread(s); load average "
+        f"{meta['machine'].get('load_avg_at_start', [math.nan])[0]:.1f} at start, "
+        f"{meta.get('load_avg_at_end', [math.nan])[0]:.1f} at end"
+    )
     v = meta["machine"]["versions"]
     lines += [
         "",
@@ -777,32 +859,49 @@ def markdown(args, summary: dict, meta: dict) -> str:
         + f"; torch {v['torch']}, trl {v['trl']}, transformers {v['transformers']}, accelerate {v['accelerate']}.",
         f"Command: `{meta['command']}` ({meta['elapsed_s'] / 60:.1f} min)",
     ]
-    names = {"step_s": "optimizer step, wall", "cpu_step_s": "optimizer step, CPU time",
-             "train_part_s": "step excl. generation, wall", "cpu_train_part_s": "step excl. generation, CPU time"}
+    names = {
+        "step_s": "optimizer step, wall",
+        "cpu_step_s": "optimizer step, CPU time",
+        "train_part_s": "step excl. generation, wall",
+        "cpu_train_part_s": "step excl. generation, CPU time",
+    }
     for key, name in names.items():
         r = ratios.get(key)
         if r:
             lo, hi = r["paired_step_ci95"]
-            lines.append(f"Ratio glowrl/trl, {name}: {r['paired_step_median']:.4f} (95 % bootstrap interval "
-                         f"{lo:.4f}–{hi:.4f}; median of per-repeat ratios {r['paired_repeat_median']:.4f}; ratio of "
-                         f"medians {r['of_medians']:.4f}).")
+            lines.append(
+                f"Ratio glowrl/trl, {name}: {r['paired_step_median']:.4f} (95 % bootstrap interval "
+                f"{lo:.4f}–{hi:.4f}; median of per-repeat ratios {r['paired_repeat_median']:.4f}; ratio of "
+                f"medians {r['of_medians']:.4f})."
+            )
     if "glowrl_own_over_trl_step" in ratios:
         g = variants["glowrl"]
         parts = ", ".join(f"{k.removeprefix('glowrl.')} {t * 1e3:.3f}" for k, t in g["glowrl_own_by_method_s"].items())
-        lines.append(f"glowrl's own code per step (ms, median): {parts}; total {g['glowrl_own_s'] * 1e3:.2f} ms wall"
-                     + (f" ({g['cpu_glowrl_own_s'] * 1e3:.2f} ms CPU)" if cpu else "")
-                     + f" = {100 * ratios['glowrl_own_over_trl_step']:.3f} % of the trl step, "
-                     f"{100 * ratios['glowrl_own_over_trl_train_part']:.2f} % of its step excluding generation.")
+        lines.append(
+            f"glowrl's own code per step (ms, median): {parts}; total {g['glowrl_own_s'] * 1e3:.2f} ms wall"
+            + (f" ({g['cpu_glowrl_own_s'] * 1e3:.2f} ms CPU)" if cpu else "")
+            + f" = {100 * ratios['glowrl_own_over_trl_step']:.3f} % of the trl step, "
+            f"{100 * ratios['glowrl_own_over_trl_train_part']:.2f} % of its step excluding generation."
+        )
     checks = {k: c for k, c in summary["checks"].items() if c is not None}
     if checks:
-        lines.append("Same rollouts in both variants, max |glowrl − trl| over all steps: "
-                     + ", ".join(f"{k.removeprefix('max_abs_diff_')} {c:.1e}" for k, c in checks.items()) + ".")
+        lines.append(
+            "Same rollouts in both variants, max |glowrl − trl| over all steps: "
+            + ", ".join(f"{k.removeprefix('max_abs_diff_')} {c:.1e}" for k, c in checks.items())
+            + "."
+        )
     micro = meta.get("micro")
     if micro:
-        lines += ["", "| glowrl per-step piece (micro-benchmark, run shape) | median (µs) | p90 (µs) |",
-                  "|---|---|---|"]
-        lines += [f"| {name.strip()}{' (part)' if name.startswith('  ') else ''} | {m['median_us']:.0f} | "
-                  f"{m['p90_us']:.0f} |" for name, m in micro.items()]
+        lines += [
+            "",
+            "| glowrl per-step piece (micro-benchmark, run shape) | median (µs) | p90 (µs) |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {name.strip()}{' (part)' if name.startswith('  ') else ''} | {m['median_us']:.0f} | "
+            f"{m['p90_us']:.0f} |"
+            for name, m in micro.items()
+        ]
     return "\n".join(lines)
 
 
@@ -818,9 +917,11 @@ def main(argv=None):
     command = shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
     log(f"bench_grpo_entropy: {command}")
     meta = {"command": command, "machine": machine_info(args.device), "args": vars(args)}
-    log(f"machine: {meta['machine']['cpu']}, {meta['machine']['cpus_usable']} cores, torch threads "
+    log(
+        f"machine: {meta['machine']['cpu']}, {meta['machine']['cpus_usable']} cores, torch threads "
         f"{meta['machine']['torch_threads']}, versions {meta['machine']['versions']}, load average "
-        f"{meta['machine'].get('load_avg_at_start')}")
+        f"{meta['machine'].get('load_avg_at_start')}"
+    )
     import datasets
     import transformers
 
@@ -833,8 +934,10 @@ def main(argv=None):
         if args.model_dir is None:
             t = time.perf_counter()
             model_dir = build_model(args, workdir / "model")
-            log(f"built model (vocab {args.vocab_size}, hidden {args.hidden_size}, {args.num_layers} layers) in "
-                f"{time.perf_counter() - t:.1f} s")
+            log(
+                f"built model (vocab {args.vocab_size}, hidden {args.hidden_size}, {args.num_layers} layers) in "
+                f"{time.perf_counter() - t:.1f} s"
+            )
         else:
             model_dir = Path(args.model_dir)
         if args.breakdown:

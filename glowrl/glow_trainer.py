@@ -242,7 +242,7 @@ class GLOWTrainer(SFTTrainer):
             dim=1,
         )  # (B, 6)
         self._glow_pending.append(visit)
-        self._glow_window.append(visit[:, [_PREV, _LOSS, _WEIGHT]])
+        self._glow_window.append(visit[:, _LOSS:])  # loss, prev, weight (a slice: no index copy to the device)
         return weights
 
     def _sync_glow_history(self):
@@ -297,7 +297,7 @@ class GLOWTrainer(SFTTrainer):
         """Reduce the visits since the last log over all ranks into the glow/* metrics (one small all-gather)."""
         window = torch.cat(self._glow_window) if self._glow_window else torch.empty(0, 3, dtype=torch.float64)
         self._glow_window = []
-        prev, loss, weight = window.unbind(1)
+        loss, prev, weight = window.unbind(1)
         gain = (prev - loss)[~prev.isnan()]
         inf = torch.tensor(math.inf, dtype=torch.float64, device=window.device)
         stats = torch.stack(
