@@ -45,7 +45,7 @@ SIZES = {
         "eval_problems": 4,
         "eval_samples": 1,
         "sft_epochs": 2,
-        "rl_problems": 8,
+        "rl_problems": 16,  # at least one step's prompts (64 rollouts / 4 per prompt)
         "rl_steps": 2,
         "hidden_size": 32,
         "max_new_tokens": 32,
