@@ -1,6 +1,6 @@
 """`glowrl demo`: the whole method on a laptop CPU, with its own task and model, nothing downloaded.
 
-    glowrl demo                       # GLOW SFT then GRPO, evaluation, report (~9 CPU-minutes on 2 cores)
+    glowrl demo                       # GLOW SFT then GRPO, evaluation, report (~5 minutes on 2 CPU cores)
     glowrl demo --compare --seeds 3   # the paper's data arms side by side: positive-only, all unweighted, GLOW
 
 It writes the built-in arithmetic task (trajectories with realistic mistakes, an in-domain and an out-of-domain test
