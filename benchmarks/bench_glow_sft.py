@@ -40,7 +40,6 @@ import gc
 import json
 import math
 import os
-import platform
 import resource
 import shlex
 import shutil
@@ -51,6 +50,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from machine import machine_info  # benchmarks/machine.py (this folder is on sys.path)
 
 
 VARIANTS = ("trl", "glow", "published")
@@ -729,52 +730,6 @@ def run_ab(args, model_dir: Path) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def machine_info(device: str) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-    try:
-        mem_kb = next(
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        )
-        info["ram_gib"] = round(mem_kb / 1024**2, 1)
-    except (OSError, StopIteration):
-        pass
-    try:
-        info["load_avg_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    import accelerate
-    import torch
-    import transformers
-    import trl
-
-    info["versions"] = {
-        "torch": torch.__version__,
-        "trl": trl.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-    }
-    info["torch_threads"] = torch.get_num_threads()
-    if device == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def child_argv(args, variant: str, repeat: int, model_dir: Path, json_out: Path) -> list[str]:

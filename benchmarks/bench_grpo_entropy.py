@@ -60,7 +60,6 @@ import gc
 import json
 import math
 import os
-import platform
 import random
 import shlex
 import shutil
@@ -71,6 +70,8 @@ import threading
 import time
 import warnings
 from pathlib import Path
+
+from machine import machine_info  # benchmarks/machine.py (this folder is on sys.path)
 
 
 VARIANTS = ("glowrl", "trl")
@@ -636,17 +637,16 @@ def micro_benchmark(args) -> dict:
     correct = (torch.rand(B, generator=g) > 0.5).float().to(device)
     out_dir = Path(tempfile.mkdtemp(prefix="bench_grpo_micro_"))
 
-    def compute_loss_extra():
-        seq = sequence_entropy(entropies, mask).double().cpu()
-        sums = torch.zeros(6, dtype=torch.float64)
-        sums += entropy_sums(entropies.double(), mask, correct.double()).cpu()
+    def compute_loss_extra():  # as in RolloutEntropyMixin._compute_loss: stays on the tensors' device
+        seq = sequence_entropy(entropies, mask).double()
+        sums = torch.zeros(6, dtype=torch.float64, device=entropies.device)
+        sums += entropy_sums(entropies.double(), mask, correct.double())
         return seq, sums
 
     seq, sums = compute_loss_extra()
     stub = SimpleNamespace(
         _entropy_step=None,
-        _empty_entropy_step=RolloutEntropyMixin._empty_entropy_step,
-        accelerator=SimpleNamespace(num_processes=1, is_main_process=True),
+        accelerator=SimpleNamespace(num_processes=1, is_main_process=True, device=entropies.device),
         _entropy_initial_logged=True,
         _entropy_window=[],
         _metrics={"train": {"entropy": [1.0]}},
@@ -654,6 +654,7 @@ def micro_benchmark(args) -> dict:
         state=SimpleNamespace(global_step=1),
         args=SimpleNamespace(output_dir=str(out_dir)),
     )
+    stub._empty_entropy_step = lambda: RolloutEntropyMixin._empty_entropy_step(stub)
 
     def end_entropy_step():
         stub._entropy_step = {"seq": [seq], "sums": sums.clone()}
@@ -699,46 +700,6 @@ def micro_benchmark(args) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def machine_info(device: str) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-    try:
-        info["load_avg_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    import accelerate
-    import torch
-    import transformers
-    import trl
-
-    import glowrl
-
-    info["versions"] = {
-        "torch": torch.__version__,
-        "trl": trl.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-        "glowrl": getattr(glowrl, "__version__", "?"),
-    }
-    info["torch_threads"] = torch.get_num_threads()
-    if device == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def bootstrap_median_ci(values: list[float], iters: int = 2000, seed: int = 0) -> tuple[float, float]:
