@@ -144,13 +144,10 @@ def post_init_rollout_config(args, parent_post_init, algorithm: str):
 
 
 @dataclass
-class MathGRPOConfig(GRPOConfig):
+class RolloutEntropyArguments:
     # docstyle-ignore
     r"""
-    Configuration class for the [`MathGRPOTrainer`].
-
-    [`MathGRPOConfig`] inherits every parameter of [`~trl.GRPOConfig`] (loss variants such as `loss_type: dr_grpo` or
-    `dapo`, `importance_sampling_level: sequence` for GSPO, `beta`, `use_vllm`, ...) and adds:
+    The rollout-entropy fields shared by [`MathGRPOConfig`] and [`~glowrl.rloo.MathRLOOConfig`].
 
     Parameters:
         > Parameters that control the entropy logging
@@ -166,6 +163,18 @@ class MathGRPOConfig(GRPOConfig):
     entropy_correctness_reward: str = field(
         default="math_accuracy", metadata={"help": "Reward whose 1/0 score splits rollouts into correct/incorrect."}
     )
+
+
+@dataclass
+class MathGRPOConfig(RolloutEntropyArguments, GRPOConfig):
+    # docstyle-ignore
+    r"""
+    Configuration class for the [`MathGRPOTrainer`].
+
+    [`MathGRPOConfig`] inherits every parameter of [`~trl.GRPOConfig`] (loss variants such as `loss_type: dr_grpo` or
+    `dapo`, `importance_sampling_level: sequence` for GSPO, `beta`, `use_vllm`, ...) and adds the
+    [`RolloutEntropyArguments`]: `log_rollout_entropy` and `entropy_correctness_reward`.
+    """
 
     def __post_init__(self):
         post_init_rollout_config(self, super().__post_init__, "GRPO")

@@ -148,9 +148,10 @@ def headline_metrics(stage_dir: Path) -> dict:
     state_path = stage_dir / "trainer_state.json"
     if not state_path.is_file():
         return {}
-    history = json.loads(state_path.read_text())["log_history"]
+    state = json.loads(state_path.read_text())
+    history = state["log_history"]
     steps = [e for e in history if "loss" in e]
-    metrics = {"steps": json.loads(state_path.read_text())["global_step"]}
+    metrics = {"steps": state["global_step"]}
     if steps:
         metrics["final_loss"] = steps[-1]["loss"]
     rewards = [e["reward"] for e in steps if e.get("reward") is not None]

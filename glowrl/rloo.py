@@ -14,13 +14,14 @@ works, and accepts a flat recipe's `algorithm: rloo` key.
 """
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from trl import ModelConfig, RLOOConfig, RLOOTrainer
 
 from .grpo import (
     ProblemArguments,
+    RolloutEntropyArguments,
     RolloutEntropyMixin,
     post_init_rollout_config,
     run_rollout_stage,
@@ -29,28 +30,15 @@ from .recipe import parse_stage_args
 
 
 @dataclass
-class MathRLOOConfig(RLOOConfig):
+class MathRLOOConfig(RolloutEntropyArguments, RLOOConfig):
     # docstyle-ignore
     r"""
     Configuration class for the [`MathRLOOTrainer`].
 
     [`MathRLOOConfig`] inherits every parameter of [`~trl.RLOOConfig`] (`beta`, `num_generations`,
-    `normalize_advantages`, `use_vllm`, ...) and adds:
-
-    Parameters:
-        > Parameters that control the entropy logging
-
-        log_rollout_entropy (`bool`, *optional*, defaults to `True`):
-            Whether to log `entropy/*` figures and write `<output_dir>/entropy.jsonl` (see the README).
-        entropy_correctness_reward (`str`, *optional*, defaults to `"math_accuracy"`):
-            Reward function whose 1/0 score splits rollouts into correct and incorrect for `entropy/correct` and
-            `entropy/incorrect`.
+    `normalize_advantages`, `use_vllm`, ...) and adds the [`~glowrl.grpo.RolloutEntropyArguments`]:
+    `log_rollout_entropy` and `entropy_correctness_reward`.
     """
-
-    log_rollout_entropy: bool = field(default=True, metadata={"help": "Whether to log entropy/* figures."})
-    entropy_correctness_reward: str = field(
-        default="math_accuracy", metadata={"help": "Reward whose 1/0 score splits rollouts into correct/incorrect."}
-    )
 
     def __post_init__(self):
         post_init_rollout_config(self, super().__post_init__, "RLOO")
