@@ -1,15 +1,15 @@
-"""`glowrl pipeline`: GLOW SFT, then RL from its checkpoint, from one recipe file, with one command.
+"""`glowrl pipeline`: every stage of one recipe, in order, each as its own `accelerate launch` process.
 
     glowrl pipeline --config recipes/tiny/pipeline.yaml
     glowrl pipeline --config recipes/qwen2.5-7b/pipeline_glow.yaml --rl.learning_rate 5e-7 --seed 1
 
-The recipe holds shared keys, an `sft:` section and an `rl:` section (see `glowrl.recipe`). Overrides: `--key value`
-for a shared key, `--sft.key value` / `--rl.key value` for a stage's.
+The recipe holds shared keys and one section per stage (see `glowrl.recipe`); the stages are linked by what they
+produce (`glowrl.stages`). Overrides: `--key value` for a shared key, `--<stage>.key value` for a stage's.
 
 What it does:
-1. resolves and validates both stages before running anything, so a typo in `rl:` fails before hours of SFT;
-2. runs each stage as its own `accelerate launch -m glowrl.<stage>` process with the recipe's `accelerate_config`
-   (distributed state and GPU memory are per process), writing to `<output_root>/sft` and `<output_root>/rl`;
+1. resolves and checks every stage's keys before running anything, so a typo in `rl:` fails before hours of SFT;
+2. runs each stage as `accelerate launch -m glowrl <stage>` with the recipe's `accelerate_config` (distributed state
+   and GPU memory are per process), writing to `<output_root>/<stage>`;
 3. records every stage's status (pending/running/done/failed), start and end time, resolved config and command,
    with the package versions and git commit, in `<output_root>/pipeline.json`.
 
@@ -18,94 +18,28 @@ stage stops the pipeline with a non-zero exit. A finished stage is never overwri
 output root holding a run of a different recipe is refused.
 """
 
-import argparse
 import datetime
 import json
-import os
 import shutil
 import subprocess
 import sys
-from importlib import import_module, metadata
+from importlib import metadata
 from pathlib import Path
 
 import yaml
-from transformers.trainer_utils import get_last_checkpoint
 
-from .recipe import STAGES, RecipeError, load_recipe, rl_algorithm, stage_values
+from .errors import RecipeError
+from .io import read_log_history, read_trainer_state, write_json, write_text_atomic
+from .recipe import apply_env, apply_overrides, load_recipe
+from .stages import available_stages, resolve_recipe
 
 
 MANIFEST_NAME = "pipeline.json"
-STAGE_MODULES = {"sft": "glowrl.sft", "rl": "glowrl.rl"}
-PACKAGES = (
-    "glowrl",
-    "trl",
-    "transformers",
-    "torch",
-    "accelerate",
-    "peft",
-    "datasets",
-    "math-verify",
-    "deepspeed",
-    "vllm",
-)
-
-
-def stage_dataclass_types(stage: str, algorithm: str):
-    """The dataclasses a stage's values are parsed into (the RL ones depend on the algorithm)."""
-    if stage == "sft":
-        return import_module("glowrl.sft").DATACLASS_TYPES
-    return import_module("glowrl.rl").dataclass_types(algorithm)
-
-
-def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
-    """Apply `--key value`, `--sft.key value` and `--rl.key value` pairs (values parsed as YAML) to a recipe copy."""
-    recipe = json.loads(json.dumps(recipe))
-    if len(overrides) % 2:
-        raise RecipeError(f"overrides come in --key value pairs; got {' '.join(overrides)}")
-    for flag, raw in zip(overrides[::2], overrides[1::2], strict=True):
-        if not flag.startswith("--"):
-            raise RecipeError(f"expected --key, got {flag!r}")
-        section, _, key = flag[2:].rpartition(".")
-        value = yaml.safe_load(raw)
-        if section:
-            if section not in STAGES:
-                raise RecipeError(f"{flag}: unknown section {section!r}; sections are {', '.join(STAGES)}")
-            recipe.setdefault(section, {})[key] = value
-        else:
-            recipe[key] = value
-    return recipe
-
-
-def resolve(recipe: dict) -> dict:
-    """Validate a pipeline recipe's structure and keys; return each stage's resolved, flat values.
-
-    Keys, sections, the RL algorithm and file paths are checked here, before any stage runs, so a typo in `rl:` fails
-    before hours of SFT. Values are checked by each stage's config when it starts: instantiating the configs here
-    would take a GPU context in this orchestrating process and check GRPO's batch rules against one process instead
-    of the launched ones.
-    """
-    unknown_sections = [k for k, v in recipe.items() if isinstance(v, dict) and k not in (*STAGES, "env")]
-    if unknown_sections:
-        raise RecipeError(f"unknown section {unknown_sections[0]!r}; a pipeline recipe has sections sft: and rl:")
-    if not recipe.get("output_root"):
-        raise RecipeError("output_root is required: stage outputs go to <output_root>/sft and <output_root>/rl")
-    if not any(stage in recipe for stage in STAGES):
-        raise RecipeError("a pipeline recipe needs an sft: and/or an rl: section")
-    config = recipe.get("accelerate_config")
-    if config and not Path(config).is_file():
-        raise RecipeError(f"accelerate_config: {config} does not exist; give a file from accelerate_configs/")
-    algorithm = rl_algorithm(recipe)
-    types = {stage: stage_dataclass_types(stage, algorithm) for stage in STAGES}
-    fields_of = {stage: {f for t in types[stage] for f in t.__dataclass_fields__} for stage in STAGES}
-    resolved = {}
-    for stage in STAGES:
-        if stage in recipe:
-            values = stage_values(recipe, stage, types[stage], fields_of["rl" if stage == "sft" else "sft"])
-            resolved[stage] = {"algorithm": algorithm, **values} if stage == "rl" else values
-    return resolved
+PACKAGES = ("glowrl", "trl", "transformers", "torch", "accelerate", "peft", "datasets", "math-verify", "deepspeed", "vllm")
 
 
 def environment() -> dict:
+    """Package versions, git commit and Python version, for the manifest."""
     versions = {}
     for package in PACKAGES:
         try:
@@ -125,31 +59,23 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def write_manifest(root: Path, manifest: dict):
-    """Write the manifest atomically, so an interrupted write never leaves a half file."""
-    tmp = root / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, root / MANIFEST_NAME)
-
-
 def stage_command(stage: str, recipe_path: Path, accelerate_config: str | None, resume: str | None) -> list[str]:
-    """The `accelerate launch` command line of one stage."""
+    """The `accelerate launch -m glowrl <stage>` command line of one stage."""
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
         command += ["--config_file", accelerate_config]
-    command += ["-m", STAGE_MODULES[stage], "--config", str(recipe_path)]
+    command += ["-m", "glowrl", stage, "--config", str(recipe_path)]
     if resume:
         command += ["--resume_from_checkpoint", resume]
     return command
 
 
 def headline_metrics(stage_dir: Path) -> dict:
-    """A few numbers that say whether a stage learned, from its saved trainer state."""
-    state_path = stage_dir / "trainer_state.json"
-    if not state_path.is_file():
+    """A few numbers that say whether a training stage learned, from its saved trainer state."""
+    state = read_trainer_state(stage_dir)
+    if state is None:
         return {}
-    state = json.loads(state_path.read_text())
-    history = state["log_history"]
+    history = read_log_history(stage_dir)
     steps = [e for e in history if "loss" in e]
     metrics = {"steps": state["global_step"]}
     if steps:
@@ -177,7 +103,7 @@ def plan_stages(resolved: dict, manifest: dict | None, root: Path, overwrite: bo
     A stage that is done with the same config is skipped. A finished stage whose config changed, or an output
     directory this pipeline did not write, is refused unless `overwrite`. An unfinished stage runs, resuming from its
     last checkpoint only if its config is unchanged. Once a stage runs, every later stage runs again too, since it
-    starts from that stage's output.
+    may start from that stage's output.
 
     Returns:
         `dict`: the stages' manifest entries (status `done` for the ones to skip, `pending` otherwise).
@@ -210,8 +136,14 @@ def plan_stages(resolved: dict, manifest: dict | None, root: Path, overwrite: bo
 
 def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launcher=subprocess.call) -> int:
     """Run the pipeline; returns the exit status (0 when every stage is done)."""
-    recipe = apply_overrides(load_recipe(recipe_path), overrides)
-    resolved = resolve(recipe)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    recipe = apply_overrides(load_recipe(recipe_path), overrides, available_stages())
+    apply_env(recipe)
+    resolved = resolve_recipe(recipe)
+    config = recipe.get("accelerate_config")
+    if config and not Path(config).is_file():
+        raise RecipeError(f"accelerate_config: {config} does not exist; give a file from accelerate_configs/")
     root = Path(recipe["output_root"])
     manifest_path = root / MANIFEST_NAME
     previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
@@ -221,41 +153,35 @@ def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launche
         **environment(),
         "stages": plan_stages(resolved, previous, root, overwrite),
     }
-    root.mkdir(parents=True, exist_ok=True)
-    recipes_dir = root / "recipes"
-    recipes_dir.mkdir(exist_ok=True)
-    accelerate_config = recipe.get("accelerate_config")
     stages = list(resolved)
     for index, stage in enumerate(stages, 1):
         info = manifest["stages"][stage]
-        title = f"stage {index}/{len(stages)}: {stage}" + (
-            f" ({resolved[stage]['algorithm']})" if stage == "rl" else ""
-        )
+        algorithm = resolved[stage].get("algorithm")
+        title = f"stage {index}/{len(stages)}: {stage}" + (f" ({algorithm})" if algorithm else "")
         if info["status"] == "done":
             banner(f"{title} — done at {info['ended']}, skipped")
             continue
-        stage_recipe = recipes_dir / f"{stage}.yaml"
-        stage_recipe.write_text(yaml.safe_dump(resolved[stage], sort_keys=False))
+        stage_recipe = write_text_atomic(root / "recipes" / f"{stage}.yaml", yaml.safe_dump(resolved[stage], sort_keys=False))
         stage_dir = Path(resolved[stage]["output_dir"])
         # `pending` with a kept checkpoint means an interrupted run of this very config (a changed config is new).
         interrupted = (previous or {}).get("stages", {}).get(stage, {})
         unchanged = interrupted.get("config") == resolved[stage] and interrupted.get("status") in ("running", "failed")
         resume = get_last_checkpoint(str(stage_dir)) if unchanged and stage_dir.is_dir() else None
-        command = stage_command(stage, stage_recipe, accelerate_config, resume)
+        command = stage_command(stage, stage_recipe, config, resume)
         banner(title + (f" — resuming from {resume}" if resume else ""))
         print("$ " + " ".join(command), flush=True)
         info.update(status="running", started=_now(), command=command, resumed_from=resume)
         info.pop("ended", None)
-        write_manifest(root, manifest)
+        write_json(manifest, manifest_path)
         returncode = launcher(command)
         info.update(ended=_now(), returncode=returncode)
         if returncode != 0:
             info["status"] = "failed"
-            write_manifest(root, manifest)
+            write_json(manifest, manifest_path)
             banner(f"{title} failed (exit {returncode}); later stages not run")
             return returncode
         info.update(status="done", metrics=headline_metrics(stage_dir))
-        write_manifest(root, manifest)
+        write_json(manifest, manifest_path)
     summary(root, manifest)
     return 0
 
@@ -268,17 +194,3 @@ def summary(root: Path, manifest: dict):
         )
         print(f"  {stage:<4} {info['status']:<8} {info['config']['output_dir']}  {metrics}")
     print(f"  manifest: {root / MANIFEST_NAME}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="glowrl pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="pipeline recipe with shared keys, sft: and rl: sections")
-    parser.add_argument("--overwrite", action="store_true", help="re-run every stage, replacing finished outputs")
-    args, overrides = parser.parse_known_args(argv)
-    return run(args.config, overrides, overwrite=args.overwrite)
-
-
-if __name__ == "__main__":
-    from .cli import run_guarded
-
-    sys.exit(run_guarded(main))

@@ -1,39 +1,34 @@
-"""Recipe files: one YAML for one stage, or one YAML for the whole SFT → RL pipeline.
+"""Recipe files: one YAML for one stage, or one YAML for a whole pipeline of stages.
 
 A stage recipe is flat: every key is a field of that stage's dataclasses. A pipeline recipe has shared keys at the
-top level and a section per stage:
+top level and a section per stage, in the order the stages run:
 
     model_name_or_path: Qwen/Qwen2.5-7B        # shared: used by every stage that has the field
-    output_root: outputs/qwen7b-glow            # stage outputs go to <output_root>/sft and <output_root>/rl
+    output_root: outputs/qwen7b-glow            # stage outputs go to <output_root>/<stage>
     sft:
       glow_alpha: 1.0
     rl:
       algorithm: grpo
 
-`glowrl sft --config pipeline.yaml` reads the shared keys plus `sft:`. Precedence: dataclass default < shared key <
-stage section < command line. Unknown keys, anywhere, are errors that name the key and suggest the closest field.
-An `env:` mapping sets environment variables before anything is built.
+Precedence: dataclass default < shared key < stage section < command line. Unknown keys, anywhere, are errors that
+name the key and suggest the closest field. An `env:` mapping sets environment variables before anything is built.
+
+This module knows the format, not the stages: which section names exist and which fields each stage has are given
+by the caller (`glowrl.stages`). Imports transformers only to parse values into dataclasses.
 """
 
 import difflib
 import os
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 import yaml
-from transformers import HfArgumentParser
+
+from .errors import RecipeError
 
 
-STAGES = ("sft", "rl")
 # Keys only the pipeline reads; accepted at the top level of any recipe and ignored by the stages.
 PIPELINE_KEYS = ("output_root", "accelerate_config", "env")
-# The RL trainers glowrl runs on the GLOW checkpoint (`rl: {algorithm: ...}`), each with its own stage module.
-RL_ALGORITHMS = {"grpo": "glowrl.grpo", "rloo": "glowrl.rloo", "dpo": "glowrl.preference", "kto": "glowrl.preference"}
-
-
-class RecipeError(ValueError):
-    """A recipe or command line that cannot be parsed; the message names the key and the fix."""
 
 
 def load_recipe(path: str | Path) -> dict:
@@ -50,98 +45,84 @@ def load_recipe(path: str | Path) -> dict:
     return recipe
 
 
-def _field_names(dataclass_types) -> set[str]:
+def apply_env(recipe: dict) -> None:
+    """Set the recipe's `env:` variables in this process (and so in every process it launches)."""
+    env = recipe.get("env") or {}
+    if not isinstance(env, dict):
+        raise RecipeError("env: must be a mapping of environment variable names to values")
+    os.environ.update({str(k): str(v) for k, v in env.items()})
+
+
+def apply_overrides(recipe: dict, overrides: list[str], sections) -> dict:
+    """Apply `--key value` and `--section.key value` pairs (values parsed as YAML) to a copy of `recipe`."""
+    recipe = yaml.safe_load(yaml.safe_dump(recipe, sort_keys=False))
+    if len(overrides) % 2:
+        raise RecipeError(f"overrides come in --key value pairs; got {' '.join(overrides)}")
+    for flag, raw in zip(overrides[::2], overrides[1::2], strict=True):
+        if not flag.startswith("--"):
+            raise RecipeError(f"expected --key, got {flag!r}")
+        section, _, key = flag[2:].rpartition(".")
+        value = yaml.safe_load(raw)
+        if section:
+            if section not in sections:
+                raise RecipeError(f"{flag}: unknown section {section!r}; sections are {', '.join(sections)}")
+            if not isinstance(recipe.get(section), dict):
+                recipe[section] = {}
+            recipe[section][key] = value
+        else:
+            recipe[key] = value
+    return recipe
+
+
+def field_names(dataclass_types) -> set[str]:
+    """Every field name of the given dataclasses."""
     return {f.name for dt in dataclass_types for f in fields(dt)}
 
 
-def _unknown_key_error(key: str, known: set[str], where: str) -> RecipeError:
+def unknown_key_error(key: str, known, where: str) -> RecipeError:
+    """The error for a key no dataclass has, suggesting the closest known one."""
     close = difflib.get_close_matches(key, sorted(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return RecipeError(f"unknown recipe key {key!r} in {where}{hint}")
 
 
-def stage_values(recipe: dict, stage: str, dataclass_types, other_stage_fields: set[str] = frozenset()) -> dict:
-    """Flatten `recipe` into the keyword values of one stage's dataclasses.
+def split_recipe(recipe: dict, stage_names) -> tuple[dict, dict[str, dict]]:
+    """Split a recipe into its shared keys and its stage sections (in recipe order).
 
-    A flat recipe is used as is. In a sectioned recipe, the shared keys this stage has are merged with its section
-    (the section wins). A shared key that only another stage has is allowed (it is that stage's) and skipped here.
-
-    Raises:
-        RecipeError: for a key that no stage knows.
+    A mapping-valued key that is not a stage name (nor `env`) is an unknown section.
     """
-    known = _field_names(dataclass_types)
-    sectioned = any(s in recipe for s in STAGES)
-    if sectioned and "output_dir" in recipe:
-        raise RecipeError(
-            "output_dir: a shared output_dir would send both stages to one directory; set output_root (stages write "
-            "to <output_root>/sft and <output_root>/rl) or an output_dir inside each section"
-        )
-    values = {}
+    shared, sections = {}, {}
     for key, value in recipe.items():
-        if key in STAGES or key in PIPELINE_KEYS:
-            continue
-        if key in known:
-            values[key] = value
-        elif not (sectioned and key in other_stage_fields):
-            raise _unknown_key_error(key, known | set(PIPELINE_KEYS) | other_stage_fields, "the recipe")
-    section = recipe.get(stage) or {}
-    if not isinstance(section, dict):
-        raise RecipeError(f"section {stage}: must be a mapping of keys to values")
-    for key, value in section.items():
-        if stage == "rl" and key == "algorithm":
-            continue  # read by `rl_algorithm`, which picked these dataclasses
-        if key not in known:
-            raise _unknown_key_error(key, known, f"section {stage}:")
-        values[key] = value
-    if sectioned and recipe.get("output_root"):
-        root = Path(recipe["output_root"])
-        values.setdefault("output_dir", str(root / stage))
-        if stage == "rl" and "model_name_or_path" not in section:
-            values["model_name_or_path"] = str(root / "sft")  # RL starts from the SFT stage's output
-    return values
+        if key in stage_names:
+            if value is not None and not isinstance(value, dict):
+                raise RecipeError(f"section {key}: must be a mapping of keys to values")
+            sections[key] = value or {}
+        elif key == "env" or not isinstance(value, dict):
+            shared[key] = value
+        else:
+            raise RecipeError(f"unknown section {key!r}; the sections are the stages: {', '.join(stage_names)}")
+    return shared, sections
 
 
-def rl_algorithm(recipe: dict) -> str:
-    """The RL algorithm a recipe asks for (`rl: {algorithm: ...}`, default `grpo`), checked against `RL_ALGORITHMS`."""
-    algorithm = (recipe.get("rl") or {}).get("algorithm", "grpo")
-    if algorithm not in RL_ALGORITHMS:
-        raise RecipeError(f"rl.algorithm: unknown algorithm {algorithm!r}; choose one of {', '.join(RL_ALGORITHMS)}")
-    return algorithm
-
-
-def parse_stage_args(dataclass_types, stage: str, argv: list[str] | None = None):
-    """Parse `--config recipe.yaml` plus `--field value` overrides into instances of `dataclass_types`.
-
-    With a pipeline recipe, shared keys that only the other stage has are allowed and skipped.
+def parse_dataclasses(dataclass_types, values: dict, argv: list[str] | None = None, where: str = "the recipe"):
+    """Parse `values` (from a recipe) and `--field value` overrides in `argv` into instances of `dataclass_types`.
 
     Returns:
         `tuple`: one instance per dataclass type, in order.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(dataclass_types)
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise RecipeError("--config needs a recipe path")
-        recipe = load_recipe(argv[i + 1])
-        del argv[i : i + 2]
-        env = recipe.get("env") or {}
-        if not isinstance(env, dict):
-            raise RecipeError("env: must be a mapping of environment variable names to values")
-        os.environ.update({k: str(v) for k, v in env.items()})
-        other_stage_fields = set()
-        if any(s in recipe for s in STAGES):
-            from .pipeline import stage_dataclass_types  # the pipeline knows every stage's dataclasses
+    from transformers import HfArgumentParser
 
-            other = "rl" if stage == "sft" else "sft"
-            other_stage_fields = _field_names(stage_dataclass_types(other, rl_algorithm(recipe)))
-        values = stage_values(recipe, stage, dataclass_types, other_stage_fields)
-        parser.set_defaults(**values)
-        for action in parser._actions:  # a value from the recipe satisfies a required field
-            if action.dest in values:
-                action.required = False
-    *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    known = field_names(dataclass_types)
+    for key in values:
+        if key not in known:
+            raise unknown_key_error(key, known, where)
+    parser = HfArgumentParser(dataclass_types)
+    parser.set_defaults(**values)
+    for action in parser._actions:  # a value from the recipe satisfies a required field
+        if action.dest in values:
+            action.required = False
+    *parsed, remaining = parser.parse_args_into_dataclasses(args=list(argv or []), return_remaining_strings=True)
     if remaining:
         flag = remaining[0].lstrip("-").split("=")[0]
-        raise _unknown_key_error(flag, _field_names(dataclass_types), "the command line")
+        raise unknown_key_error(flag, known, "the command line")
     return tuple(parsed)

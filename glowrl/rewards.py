@@ -7,20 +7,11 @@ arguments are the dataset's columns, aligned with the completions. The function'
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from .chat import completion_text
+from .errors import GlowrlError
 from .grading import extract_boxed, verify_batch
-
-
-def _text(completion) -> str:
-    """The text of a completion: a string as is, or the content of the last message of a conversational one."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        content = completion[-1].get("content")
-        if isinstance(content, list):  # multimodal content: a list of parts, of which we read the text ones
-            content = "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text")
-        return content if isinstance(content, str) else ""
-    return ""
 
 
 def math_accuracy(
@@ -72,7 +63,7 @@ def math_accuracy(
     answers = answer if answer is not None else [None] * len(completions)
     solutions = solution if solution is not None else [None] * len(completions)
     golds = [a if a is not None else s for a, s in zip(answers, solutions, strict=True)]
-    rewards = verify_batch([_text(c) for c in completions], golds)
+    rewards = verify_batch([completion_text(c) for c in completions], golds)
     if callable(log_metric):
         log_metric("rewards/gold_unparsed", sum(r is None for r in rewards))
     return rewards
@@ -102,7 +93,7 @@ def boxed_format(completions: list, **kwargs) -> list[float]:
     [1.0, 0.0, 0.0, 0.0]
     ```
     """
-    return [float(bool((extract_boxed(_text(c)) or "").strip())) for c in completions]
+    return [float(bool((extract_boxed(completion_text(c)) or "").strip())) for c in completions]
 
 
 def think_format(completions: list, **kwargs) -> list[float]:
@@ -135,7 +126,7 @@ def think_format(completions: list, **kwargs) -> list[float]:
     """
     rewards = []
     for completion in completions:
-        text = _text(completion).lstrip()
+        text = completion_text(completion).lstrip()
         ok = text.startswith("<think>") and text.count("<think>") == 1 and text.count("</think>") == 1
         rewards.append(float(ok and bool(text.partition("</think>")[2].strip())))
     return rewards
@@ -156,5 +147,20 @@ def get_reward_funcs(names: list[str]) -> list[Callable]:
     names = [names] if isinstance(names, str) else list(names)
     unknown = [name for name in names if name not in REWARD_FUNCS]
     if unknown:
-        raise ValueError(f"Unknown reward function(s) {unknown}; valid names are {sorted(REWARD_FUNCS)}.")
+        raise GlowrlError(f"reward_funcs: unknown reward function(s) {unknown}; valid names are {sorted(REWARD_FUNCS)}")
     return [REWARD_FUNCS[name] for name in names]
+
+
+@dataclass
+class RewardArguments:
+    """The reward functions of an online RL run (GRPO, RLOO), by name; TRL's `reward_weights` weighs them."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["math_accuracy", "boxed_format"],
+        metadata={"help": f"Reward functions, among {', '.join(REWARD_FUNCS)}."},
+    )
+
+    def __post_init__(self):
+        if isinstance(self.reward_funcs, str):
+            self.reward_funcs = [self.reward_funcs]
+        get_reward_funcs(self.reward_funcs)  # unknown names fail here, listing the valid ones

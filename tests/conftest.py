@@ -1,6 +1,6 @@
-"""Shared fixtures: a tiny Qwen2 model and tokenizer built locally, and small trajectory files. No network.
+"""Shared fixtures: a tiny Qwen2 model and tokenizer built locally, small trajectory files, a GLOW SFT checkpoint.
 
-Run the suite with `python -m pytest` from the repository root.
+Fixtures only; helpers live in `tests/utils.py`. No network. Run the suite with `python -m pytest`.
 """
 
 import json
@@ -19,8 +19,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A ~100k-parameter Qwen2 model whose tokenizer was trained on the arithmetic task's text."""
-    from glowrl.arithmetic import tokenizer_corpus
-    from glowrl.tiny_model import build_tiny_model
+    from glowrl.toy.arithmetic import tokenizer_corpus
+    from glowrl.toy.tiny_model import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", tokenizer_corpus(seed=0)))
 
@@ -28,34 +28,12 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trajectory_file(tmp_path_factory):
     """32 arithmetic trajectories (8 problems × 4), positives and negatives, with `answer` and `correct`."""
-    from glowrl.arithmetic import generate_trajectories, write_jsonl
+    from glowrl.io import write_jsonl
+    from glowrl.toy.arithmetic import generate_trajectories
 
     path = tmp_path_factory.mktemp("data") / "trajectories.jsonl"
     write_jsonl(generate_trajectories(8, seed=0, samples_per_problem=4), path)
     return str(path)
-
-
-def cpu_training_args(output_dir, **overrides) -> dict:
-    """Keyword arguments for a fast, deterministic CPU run of any TRL config (see trl-1.16 notes, traps T1/T2)."""
-    return {
-        "output_dir": str(output_dir),
-        "use_cpu": True,
-        "bf16": False,
-        "gradient_checkpointing": False,
-        "report_to": "none",
-        "save_strategy": "no",
-        "disable_tqdm": True,
-        "learning_rate": 5e-3,
-        "logging_steps": 1,
-        "seed": 0,
-        "dataloader_num_workers": 0,
-        **overrides,
-    }
-
-
-def read_jsonl(path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 @pytest.fixture(scope="session")

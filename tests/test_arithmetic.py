@@ -1,4 +1,4 @@
-"""Tests for the built-in arithmetic task (`glowrl.arithmetic`).
+"""Tests for the built-in arithmetic task (`glowrl.toy.arithmetic`).
 
 The trajectories are checked with an independent parser here, not with the module's own helpers: every positive's
 steps are right, every negative makes exactly one mistake of a documented kind (a propagating middle-step slip, a
@@ -13,18 +13,18 @@ from importlib import resources
 
 import pytest
 
-from glowrl.arithmetic import (
+from glowrl.toy.arithmetic import (
     INSTRUCTION,
     MAX_VALUE,
     NUM_STEPS,
     generate_problems,
     generate_trajectories,
-    main,
     tokenizer_corpus,
-    write_jsonl,
 )
+from glowrl.chat import DEFAULT_INSTRUCTION, user_prompt
+from glowrl.cli import main as glowrl_main
 from glowrl.grading import verify_answer
-from glowrl.prompts import DEFAULT_INSTRUCTION, user_prompt
+from glowrl.io import write_jsonl
 
 
 ROW_KEYS = ["problem_id", "problem", "prompt", "completion", "answer", "correct"]
@@ -200,11 +200,11 @@ def test_splits_are_disjoint_and_documented():
 
 
 def test_bundled_file_matches_the_generator():
-    path = resources.files("glowrl").joinpath("data/arithmetic_trajectories.jsonl")
+    path = resources.files("glowrl").joinpath("assets/arithmetic_trajectories.jsonl")
     text = path.read_text(encoding="utf-8")
     assert len(text.encode()) <= 100_000
     rows = [json.loads(line) for line in text.splitlines()]
-    # Regenerate with: python -m glowrl.arithmetic --num_problems 50 --seed 0 --output <this file>
+    # Regenerate with: glowrl arithmetic-data --num_problems 50 --seed 0 --output <this file> --overwrite
     assert rows == generate_trajectories(50, seed=0, samples_per_problem=4, negative_fraction=0.5)
     groups = collections.defaultdict(set)
     for row in rows:
@@ -214,8 +214,10 @@ def test_bundled_file_matches_the_generator():
 
 def test_cli_and_write_jsonl(tmp_path, capsys):
     output = tmp_path / "sub" / "traj.jsonl"
-    main(["--num_problems", "5", "--seed", "3", "--output", str(output)])
+    argv = ["arithmetic-data", "--num_problems", "5", "--seed", "3", "--output", str(output)]
+    assert glowrl_main(argv) == 0
     assert "20 trajectories" in capsys.readouterr().out
+    assert glowrl_main(argv) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
     rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert rows == generate_trajectories(5, seed=3)
     write_jsonl(rows[:2], tmp_path / "two.jsonl")

@@ -41,11 +41,34 @@ def recipe(tmp_path, tiny_model_dir, trajectory_file):
 
 def test_help_exits_zero(capsys):
     assert glowrl_main(["--help"]) == 0
-    assert "sft" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_info:
-        glowrl_main(["sft", "--help"])
-    assert exit_info.value.code == 0
-    assert "--glow_alpha" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("sft", "rl", "pipeline", "eval", "demo"))
+    assert glowrl_main(["sft", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--glow_alpha" in out and "--dataset_paths" in out and "--help-all" in out
+    assert glowrl_main(["sft", "--help-all"]) == 0
+    assert "--learning_rate" in capsys.readouterr().out  # every trl.SFTConfig field
+    assert glowrl_main(["rl", "--algorithm", "rloo", "--help-all"]) == 0
+    assert "--reward_funcs" in capsys.readouterr().out
+
+
+HELP_COMMANDS = [[], ["sft"], ["rl"], ["pipeline"], ["eval"], ["demo"], ["label"], ["tiny-model"]]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: " ".join(c) or "glowrl")
+def test_help_imports_neither_torch_nor_trl(command):
+    probe = (
+        "import sys, contextlib, io\n"
+        "from glowrl.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        main({[*command, '--help']!r})\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'trl', 'transformers', 'datasets') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip() == "[]", result.stdout
 
 
 def test_unknown_command(capsys):
@@ -104,7 +127,7 @@ def test_model_path_without_tokenizer(recipe, tmp_path, capsys):
 
 def test_process_exit_status_and_single_error_line(recipe, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "glowrl.sft", "--config", recipe(glow_alpha=-1)],
+        [sys.executable, "-m", "glowrl", "sft", "--config", recipe(glow_alpha=-1)],
         check=False,
         capture_output=True,
         text=True,

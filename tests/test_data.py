@@ -7,11 +7,11 @@ import json
 from importlib import resources
 
 import pytest
-from conftest import read_jsonl
+from utils import read_jsonl
 
 from glowrl.cli import main as glowrl_main
 from glowrl.data import TrajectoryArguments, build_trajectory_dataset
-from glowrl.prompts import DEFAULT_INSTRUCTION
+from glowrl.chat import DEFAULT_INSTRUCTION
 
 
 def write(path, rows):
@@ -51,7 +51,7 @@ def test_sample_ids_are_unique_across_a_mixture_and_assigned_after_filtering(tmp
 
 
 def test_labels_math500_solutions_with_math_verify(tmp_path):
-    rows = read_jsonl(resources.files("glowrl").joinpath("benchmarks/math500.jsonl"))[:12]  # shipped unchanged
+    rows = read_jsonl(resources.files("glowrl").joinpath("assets/eval_sets/math500.jsonl"))[:12]  # shipped unchanged
     trajectories = [{"problem": r["problem"], "completion": r["solution"], "answer": r["answer"]} for r in rows]
     # pair each problem with the next problem's worked solution: a wrong final answer
     trajectories += [
@@ -107,6 +107,6 @@ def test_label_without_answer_column_is_refused(tmp_path, capsys):
 
 
 def test_bundled_trajectories_load_with_both_arms():
-    path = str(resources.files("glowrl").joinpath("data/arithmetic_trajectories.jsonl"))
+    path = str(resources.files("glowrl").joinpath("assets/arithmetic_trajectories.jsonl"))
     dataset = build([path])
     assert len(dataset) > 100 and set(dataset["correct"]) == {True, False}

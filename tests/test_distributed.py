@@ -1,6 +1,6 @@
 """GLOW SFT under real multi-process training on CPU: 2-process DDP (gloo) and DeepSpeed ZeRO-2.
 
-Each run goes through `accelerate launch -m glowrl.sft`, the command users run, and must give the same per-sample
+Each run goes through `accelerate launch -m glowrl sft`, the command users run, and must give the same per-sample
 GLOW weights as one process with the same global batch.
 
     python -m pytest tests/test_distributed.py
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import read_jsonl
+from utils import REPO, read_jsonl
 
 
-REPO = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.slow
 
 
@@ -48,7 +48,7 @@ def run_sft(tmp_path, name, tiny_model_dir, trajectory_file, per_device_batch, a
     recipe_path = tmp_path / f"{name}.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
     if accelerate_config is None:
-        cmd = [sys.executable, "-m", "glowrl.sft", "--config", str(recipe_path)]
+        cmd = [sys.executable, "-m", "glowrl", "sft", "--config", str(recipe_path)]
     else:
         cmd = [
             sys.executable,
@@ -59,7 +59,8 @@ def run_sft(tmp_path, name, tiny_model_dir, trajectory_file, per_device_batch, a
             "--main_process_port",
             str(free_port()),
             "-m",
-            "glowrl.sft",
+            "glowrl",
+            "sft",
             "--config",
             str(recipe_path),
         ]

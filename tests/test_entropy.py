@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from glowrl.entropy import entropy_sums, sequence_entropy, summarize_rollout_entropy
+from glowrl.rollout_entropy import entropy_sums, sequence_entropy, summarize_rollout_entropy
 
 
 ENTROPIES = torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.5, 9.0], [4.0, 9.0, 9.0]])

@@ -26,8 +26,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
-from glowrl.evaluation import BENCHMARKS, load_problems, main, majority_at_k, normalize_bbh_answer, pass_at_k
-from glowrl.evaluation.benchmarks import read_rows, shuffle_choices, split_choices
+from glowrl.cli import main as glowrl_main
+from glowrl.evaluation import BENCHMARKS, load_problems, majority_at_k, normalize_bbh_answer, pass_at_k
+from glowrl.evaluation.eval_sets import read_rows, shuffle_choices, split_choices
 from glowrl.evaluation.generation import (
     Completion,
     EntropyRecorder,
@@ -38,8 +39,8 @@ from glowrl.evaluation.generation import (
     render_prompt,
 )
 from glowrl.evaluation.metrics import extract_choice, same_answer_fn, score_completion, token_entropy
-from glowrl.prompts import DEFAULT_INSTRUCTION
-from glowrl.tiny_model import build_tiny_model
+from glowrl.chat import DEFAULT_INSTRUCTION
+from glowrl.toy.tiny_model import build_tiny_model
 
 
 CORPUS = [
@@ -48,6 +49,11 @@ CORPUS = [
     "not ( True ) and ( False ) is False. Options: (A) yes (B) no.",
 ] * 10
 VOCAB_SIZE = 512  # build_tiny_model's default: logits have 512 entries
+
+
+def main(argv):
+    """`glowrl eval ARGV`, in this process."""
+    return glowrl_main(["eval", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -383,9 +389,9 @@ def _recipe_with_typo(tmp_path: Path) -> str:
             lambda m, tmp: ["--model", m, "--benchmark_file", _file_missing_problem_field(tmp)],
             "--problem_field: row 0 of mine has no field 'problem'; fields present: answer, question",
         ),
-        (lambda m, tmp: ["--model", _model_without_tokenizer(m, tmp)], "no tokenizer files"),
+        (lambda m, tmp: ["--model", _model_without_tokenizer(m, tmp)], "holds no tokenizer"),
         (lambda m, tmp: ["--model", m, "--num_samples", "2", "--k", "1,4"], "--k: k=4 is not in [1, --num_samples=2]"),
-        (lambda m, tmp: ["--model", str(tmp / "missing")], "missing: no such model directory"),
+        (lambda m, tmp: ["--model", str(tmp / "missing")], "missing does not exist; give a model directory"),
         (lambda m, tmp: ["--model", m, "--config", _recipe_with_typo(tmp)], "unknown key 'temprature'"),
         (lambda m, tmp: ["--model", m, "--temperature", "0"], "--temperature must be > 0"),
     ],
@@ -409,12 +415,12 @@ def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model, tmp_path, capsys
 
 
 def test_module_entrypoint_reports_bad_benchmark(tiny_model, tmp_path, monkeypatch, capsys):
-    # `python -m glowrl.evaluation ...`, run in this process (a subprocess would spend ~10 s re-importing torch)
+    # `python -m glowrl eval ...`, run in this process (a subprocess would spend ~10 s re-importing torch)
     output = tmp_path / "results.json"
-    argv = ["--model", tiny_model, "--benchmarks", "nope", "--output", str(output)]
-    monkeypatch.setattr(sys, "argv", ["glowrl.evaluation", *argv])
+    argv = ["eval", "--model", tiny_model, "--benchmarks", "nope", "--output", str(output)]
+    monkeypatch.setattr(sys, "argv", ["glowrl", *argv])
     with pytest.raises(SystemExit) as exit_info:
-        runpy.run_module("glowrl.evaluation", run_name="__main__")
+        runpy.run_module("glowrl", run_name="__main__")
     assert exit_info.value.code == 2
-    assert "glowrl eval: error: --benchmarks: unknown benchmark 'nope'" in capsys.readouterr().err
+    assert "glowrl: error: --benchmarks: unknown benchmark 'nope'" in capsys.readouterr().err
     assert not output.exists()

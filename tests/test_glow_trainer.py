@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 import torch
-from conftest import cpu_training_args, read_jsonl
+from utils import cpu_training_args, read_jsonl
 from transformers import AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 

@@ -90,6 +90,10 @@ def test_config_allows_packing_without_glow(tmp_path):
 
 
 def test_config_docstring_documents_every_glow_field():
-    for name in GLOWConfig.__dataclass_fields__:
-        if name.startswith("glow"):
-            assert f"\n        {name} (`" in GLOWConfig.__doc__, name
+    from glowrl.glow.arguments import GLOWArguments
+
+    glow_fields = [name for name in GLOWConfig.__dataclass_fields__ if name.startswith("glow")]
+    assert glow_fields == list(GLOWArguments.__dataclass_fields__)
+    for name in glow_fields:
+        assert f"\n        {name} (`" in GLOWArguments.__doc__, name
+        assert f"`{name}`" in GLOWConfig.__doc__, name

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from glowrl.grading import MAX_ANSWER_CHARS, answers_match, extract_boxed, verify_answer, verify_batch
+from glowrl.grading import answers_match, extract_boxed, verify_answer, verify_batch
+from glowrl.grading.verifier import MAX_ANSWER_CHARS
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,11 +30,11 @@ BOUND = 10.0
 
 
 def load_math500() -> list[dict]:
-    for path in (REPO / "glowrl/benchmarks/math500.jsonl", REPO.parent / "shared/data/benchmarks/math500.jsonl"):
+    for path in (REPO / "glowrl/assets/eval_sets/math500.jsonl", REPO.parent / "shared/data/benchmarks/math500.jsonl"):
         if path.exists():
             with open(path) as f:
                 return [json.loads(line) for line in f]
-    pytest.skip("math500.jsonl is in neither glowrl/benchmarks/ nor ../shared/data/benchmarks/")
+    pytest.skip("math500.jsonl is in neither glowrl/assets/eval_sets/ nor ../shared/data/benchmarks/")
 
 
 @pytest.mark.parametrize(

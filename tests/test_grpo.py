@@ -1,22 +1,28 @@
-"""The GRPO stage: a tiny model taught the answer format by GLOW SFT, then GRPO from that checkpoint directory.
+"""GRPO from a GLOW SFT checkpoint: rewards and rollout-entropy figures, loss variants, and bad input.
+
+A tiny model taught the answer format by GLOW SFT (the `sft_checkpoint` fixture), then GRPO from that directory
+through `glowrl rl`, as a user runs it. GRPO trains twice in this file: once with the tiny recipe's settings, whose
+output every figure test reads, and once with Dr. GRPO's loss and GSPO's sequence-level importance sampling.
 
 python -m pytest tests/test_grpo.py
 """
 
-from pathlib import Path
+import json
 
 import pytest
-from conftest import read_jsonl
+import torch
+from utils import REPO, read_jsonl
 
 from glowrl.cli import main as glowrl_main
+from glowrl.io import read_log_history
 
 
-REPO = Path(__file__).resolve().parents[1]
+ROLLOUTS = ["--num_generations", "4", "--per_device_train_batch_size", "8", "--max_completion_length", "64"]
 
 
 def grpo_argv(model, data, out, *extra):
     return [
-        "grpo",
+        "rl",
         "--config",
         str(REPO / "recipes/tiny/grpo.yaml"),
         "--model_name_or_path",
@@ -29,12 +35,9 @@ def grpo_argv(model, data, out, *extra):
         "3",
         "--save_strategy",
         "no",
-        "--num_generations",
-        "4",
-        "--per_device_train_batch_size",
-        "8",
-        "--max_completion_length",
-        "64",
+        "--logging_steps",
+        "1",
+        *ROLLOUTS,
         *extra,
     ]
 
@@ -46,13 +49,13 @@ def grpo_run(tmp_path_factory, sft_checkpoint, addition_file):
     return out
 
 
-def test_logs_rewards_and_entropy_figures(grpo_run):
+def test_saves_a_model_and_one_entropy_row_per_step(grpo_run):
+    assert (grpo_run / "model.safetensors").is_file() and (grpo_run / "tokenizer.json").is_file()
     rows = read_jsonl(grpo_run / "entropy.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert "entropy/initial" in rows[0] and all("entropy/initial" not in r for r in rows[1:])
     for row in rows:
         assert row["entropy/seq_p10"] <= row["entropy/seq_p50"] <= row["entropy/seq_p90"]
-    assert (grpo_run / "model.safetensors").is_file() and (grpo_run / "tokenizer.json").is_file()
 
 
 def test_correct_and_incorrect_entropy_recombine_to_trl_entropy(grpo_run):
@@ -66,14 +69,12 @@ def test_correct_and_incorrect_entropy_recombine_to_trl_entropy(grpo_run):
         assert combined == pytest.approx(row["entropy"], abs=1e-5)
 
 
-def test_trainer_log_history_has_reward_and_entropy_keys(tmp_path, sft_checkpoint, addition_file):
-    from glowrl.grpo import DATACLASS_TYPES, main
-    from glowrl.recipe import parse_stage_args
-
-    argv = grpo_argv(sft_checkpoint, addition_file, tmp_path / "rl", "--max_steps", "2")[1:]
-    trainer = main(*parse_stage_args(DATACLASS_TYPES, "rl", argv))
-    logs = [e for e in trainer.state.log_history if "loss" in e]
+def test_log_history_has_reward_and_entropy_keys(grpo_run):
+    history = read_log_history(grpo_run)
+    logs = [e for e in history if "loss" in e]
+    assert len(logs) == 3
     for key in (
+        "reward",
         "rewards/math_accuracy/mean",
         "rewards/boxed_format/mean",
         "entropy",
@@ -81,11 +82,22 @@ def test_trainer_log_history_has_reward_and_entropy_keys(tmp_path, sft_checkpoin
         "entropy/seq_p50",
         "entropy/seq_p90",
     ):
-        assert all(key in e for e in logs), key
-    assert sum("entropy/initial" in e for e in trainer.state.log_history) == 1
+        assert all(e.get(key) is not None for e in logs), key
+    assert sum("entropy/initial" in e for e in history) == 1
     assert any("entropy/correct" in e or "entropy/incorrect" in e for e in logs)
     assert not any(k.startswith("entropy/tokens") for e in logs for k in e)  # counts stay in entropy.jsonl
-    assert logs[0]["rewards/boxed_format/mean"] > 0  # SFT taught the format (an untrained model never boxes)
+    assert logs[0]["rewards/boxed_format/mean"] > 0.5  # SFT taught the format (an untrained model never boxes)
+
+
+def test_loss_variants_reach_the_trainer(tmp_path, sft_checkpoint, addition_file):
+    """Dr. GRPO's loss with GSPO's sequence-level importance sampling: plain recipe keys, trained for 2 steps."""
+    out = tmp_path / "rl"
+    extra = ["--max_steps", "2", "--loss_type", "dr_grpo", "--importance_sampling_level", "sequence"]
+    assert glowrl_main(grpo_argv(sft_checkpoint, addition_file, out, *extra)) == 0
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert (args.loss_type, args.importance_sampling_level) == ("dr_grpo", "sequence")
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    assert [r["step"] for r in read_jsonl(out / "entropy.jsonl")] == [1, 2]
 
 
 @pytest.mark.parametrize(

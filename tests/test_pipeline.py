@@ -1,5 +1,8 @@
 """`glowrl pipeline`: SFT then RL from one recipe, each stage a real `accelerate launch` process.
 
+The tests that launch real processes are marked slow; the rules (skip, refuse, re-run, overrides) are tested with a
+stand-in launcher in seconds.
+
 python -m pytest tests/test_pipeline.py
 """
 
@@ -13,14 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import read_jsonl
+from utils import REPO, read_jsonl
 
 from glowrl.cli import main as glowrl_main
 from glowrl.pipeline import MANIFEST_NAME, run
 
 
-REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -64,6 +65,12 @@ def refuse_to_launch(command):
     pytest.fail(f"a finished stage was launched again: {command}")
 
 
+def launched_stage(command) -> str:
+    """The stage a launcher was asked to run: `... -m glowrl <stage> --config ...`."""
+    return command[command.index("glowrl", command.index("-m", 3)) + 1]
+
+
+@pytest.mark.slow
 def test_runs_sft_then_rl_and_skips_finished_stages(pipeline_recipe, tmp_path, capsys):
     recipe = pipeline_recipe()
     assert glowrl_main(["pipeline", "--config", recipe]) == 0
@@ -77,6 +84,7 @@ def test_runs_sft_then_rl_and_skips_finished_stages(pipeline_recipe, tmp_path, c
         assert (root / stage / "model.safetensors").is_file()
         assert info["stages"][stage]["started"] <= info["stages"][stage]["ended"]
         assert "accelerate.commands.launch" in " ".join(info["stages"][stage]["command"])
+        assert launched_stage(info["stages"][stage]["command"]) == stage
     assert "reward_first" in info["stages"]["rl"]["metrics"] and "final_loss" in info["stages"]["sft"]["metrics"]
     out = capsys.readouterr().out
     assert "stage 1/2: sft" in out and "stage 2/2: rl (grpo)" in out and "summary" in out
@@ -87,6 +95,7 @@ def test_runs_sft_then_rl_and_skips_finished_stages(pipeline_recipe, tmp_path, c
     assert "skipped" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_failed_sft_stage_stops_the_pipeline(pipeline_recipe, tmp_path):
     recipe = pipeline_recipe(model_name_or_path=str(tmp_path / "no_such_model"))
     assert glowrl_main(["pipeline", "--config", recipe]) != 0
@@ -96,11 +105,12 @@ def test_a_failed_sft_stage_stops_the_pipeline(pipeline_recipe, tmp_path):
     assert not (tmp_path / "run" / "rl").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_sft_stage_resumes_from_its_last_checkpoint(pipeline_recipe, tmp_path):
     recipe = pipeline_recipe(sft={"num_train_epochs": 4, "save_strategy": "epoch", "save_total_limit": None})
     root = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "glowrl.pipeline", "--config", recipe],
+        [sys.executable, "-m", "glowrl", "pipeline", "--config", recipe],
         cwd=REPO,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -138,12 +148,12 @@ def succeed(command):
         ({"evaluation": {"x": 1}}, "unknown section 'evaluation'"),
         ({"rl": {"max_stepz": 3}}, "unknown recipe key 'max_stepz' in section rl:; did you mean 'max_steps'"),
         ({"glow_alpah": 2.0}, "unknown recipe key 'glow_alpah'"),
-        ({"rl": {"algorithm": "ppo"}}, "rl.algorithm: unknown algorithm 'ppo'; choose one of grpo, rloo, dpo, kto"),
+        ({"rl": {"algorithm": "ppo"}}, "rl.algorithm: unknown algorithm 'ppo'; choose one of dpo, grpo, kto, rloo"),
         (
             {"accelerate_config": "accelerate_configs/nope.yaml"},
             "accelerate_config: accelerate_configs/nope.yaml does",
         ),
-        ({"output_dir": "out"}, "output_dir: a shared output_dir would send both stages to one directory"),
+        ({"output_dir": "out"}, "output_dir: a shared output_dir would send every stage to one directory"),
     ],
 )
 def test_bad_recipes_are_refused_before_anything_runs(pipeline_recipe, tmp_path, capsys, changes, message):
@@ -174,20 +184,20 @@ def test_a_failed_rl_stage_reruns_with_a_fixed_config_and_sft_is_kept(pipeline_r
     launched = []
 
     def fail_rl(command):
-        launched.append(command[command.index("-m", 3) + 1])
-        return 1 if command[command.index("-m", 3) + 1] == "glowrl.rl" else 0
+        launched.append(launched_stage(command))
+        return 1 if launched_stage(command) == "rl" else 0
 
     assert run(pipeline_recipe(), [], launcher=fail_rl) == 1
     assert [manifest(tmp_path / "run")["stages"][s]["status"] for s in ("sft", "rl")] == ["done", "failed"]
     launched.clear()
     assert run(pipeline_recipe(), ["--rl.learning_rate", "1e-5"], launcher=succeed_recording(launched)) == 0
-    assert launched == ["glowrl.rl"]  # SFT, finished with the same config, is skipped
+    assert launched == ["rl"]  # SFT, finished with the same config, is skipped
     assert manifest(tmp_path / "run")["stages"]["rl"]["resumed_from"] is None  # new config: starts afresh
 
 
 def succeed_recording(launched):
     def launcher(command):
-        launched.append(command[command.index("-m", 3) + 1])
+        launched.append(launched_stage(command))
         return 0
 
     return launcher
@@ -206,9 +216,10 @@ def test_overrides_reach_the_right_stage(pipeline_recipe, tmp_path):
     sft = yaml.safe_load((tmp_path / "run" / "recipes" / "sft.yaml").read_text())
     rl = yaml.safe_load((tmp_path / "run" / "recipes" / "rl.yaml").read_text())
     assert (sft["glow_beta"], sft["seed"], float(rl["learning_rate"]), rl["seed"]) == (3, 5, 2e-4, 5)
-    assert [c[c.index("-m", 3) + 1] for c in launched] == ["glowrl.sft", "glowrl.rl"]
+    assert [launched_stage(c) for c in launched] == ["sft", "rl"]
 
 
+@pytest.mark.slow
 def test_pipeline_under_two_process_cpu_ddp(pipeline_recipe, tmp_path):
     recipe = pipeline_recipe(
         accelerate_config=str(REPO / "accelerate_configs/cpu_ddp.yaml"),

@@ -130,7 +130,7 @@ ODD_COMPLETIONS = [
 
 @pytest.mark.parametrize("reward_func", list(REWARD_FUNCS.values()), ids=list(REWARD_FUNCS))
 def test_rewards_never_raise_and_are_bounded(reward_func, monkeypatch):
-    monkeypatch.setattr("glowrl.grading.GRADING_TIMEOUT", 1.0)
+    monkeypatch.setattr("glowrl.grading.verifier.GRADING_TIMEOUT", 1.0)
     start = time.monotonic()
     rewards = reward_func(ODD_COMPLETIONS, answer=["1"] * len(ODD_COMPLETIONS))
     assert time.monotonic() - start < 10.0  # one 1 s timeout plus a worker restart, with room for a slow machine

@@ -1,42 +1,33 @@
-"""Every RL algorithm on the same GLOW SFT checkpoint, through `glowrl.rl`: GRPO and its loss variants, RLOO, DPO, KTO.
+"""RLOO, DPO and KTO on the GLOW SFT checkpoint through `glowrl rl`, and how `rl.algorithm` finds an algorithm.
+
+GRPO has its own file (tests/test_grpo.py).
 
 python -m pytest tests/test_rl_algorithms.py
 """
 
 import json
-from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import read_jsonl
+from utils import REPO, read_jsonl
 
-from glowrl.cli import run_guarded
+from glowrl.cli import main as glowrl_main
 from glowrl.data import TrajectoryArguments
-from glowrl.preference import build_dpo_dataset, build_kto_dataset
-from glowrl.recipe import RL_ALGORITHMS
-from glowrl.rl import cli as rl_cli
+from glowrl.rl import available_algorithms
+from glowrl.rl.dpo import build_dpo_dataset
+from glowrl.rl.kto import build_kto_dataset
+from glowrl.stages import get_stage, parse_stage_args
 
 
-REPO = Path(__file__).resolve().parents[1]
 ROLLOUTS = ["--num_generations", "4", "--per_device_train_batch_size", "8", "--max_completion_length", "32"]
 # name: (recipe, --algorithm, extra overrides, the config values that must have reached the trainer)
 RUNS = {
-    "grpo": ("grpo", "grpo", ROLLOUTS, {"loss_type": "dapo"}),
-    "dr_grpo": ("grpo", "grpo", [*ROLLOUTS, "--loss_type", "dr_grpo"], {"loss_type": "dr_grpo"}),
-    "gspo": (
-        "grpo",
-        "grpo",
-        [*ROLLOUTS, "--importance_sampling_level", "sequence"],
-        {"importance_sampling_level": "sequence"},
-    ),
     "rloo": ("rloo", "rloo", ROLLOUTS, {"beta": 0.05}),
     "dpo": ("dpo", "dpo", ["--per_device_train_batch_size", "8"], {"beta": 0.1}),
     "kto": ("kto", "kto", ["--per_device_train_batch_size", "8"], {"beta": 0.1}),
 }
 LOGGED = {  # keys every logged training step must have
-    "grpo": ["reward", "rewards/math_accuracy/mean", "entropy", "entropy/seq_p50"],
     "rloo": [
         "reward",
         "rewards/math_accuracy/mean",
@@ -59,6 +50,7 @@ LOGGED = {  # keys every logged training step must have
 
 def rl_argv(recipe, algorithm, model, data, out, *extra):
     return [
+        "rl",
         "--config",
         str(REPO / f"recipes/tiny/{recipe}.yaml"),
         "--algorithm",
@@ -87,7 +79,7 @@ def test_two_steps_from_the_sft_checkpoint_save_a_model_and_log_the_algorithm_me
     # Rollouts on the problems SFT taught; preference pairs need several trajectories per problem.
     data = addition_file if algorithm in ("grpo", "rloo") else trajectory_file
     out = tmp_path / "rl"
-    assert rl_cli(rl_argv(recipe, algorithm, sft_checkpoint, data, out, *extra)) == 0
+    assert glowrl_main(rl_argv(recipe, algorithm, sft_checkpoint, data, out, *extra)) == 0
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     args = torch.load(out / "training_args.bin", weights_only=False)
     assert {k: getattr(args, k) for k in expected_args} == expected_args
@@ -95,9 +87,9 @@ def test_two_steps_from_the_sft_checkpoint_save_a_model_and_log_the_algorithm_me
     assert state["global_step"] == 2
     steps = [e for e in state["log_history"] if "loss" in e]
     assert len(steps) == 2
-    for key in LOGGED["grpo" if algorithm == "grpo" else algorithm]:
+    for key in LOGGED[algorithm]:
         assert all(e.get(key) is not None for e in steps), (key, steps)
-    if algorithm in ("grpo", "rloo"):
+    if algorithm == "rloo":
         assert steps[0]["rewards/boxed_format/mean"] > 0.5  # rollouts of the GLOW model, which learned the format
         rows = read_jsonl(out / "entropy.jsonl")
         assert [r["step"] for r in rows] == [1, 2]
@@ -163,7 +155,7 @@ def test_preference_data_without_both_kinds_is_one_clear_error_and_writes_nothin
     data = tmp_path / "subset.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(trajectory_file) if keep(r)))
     argv = rl_argv(algorithm, algorithm, tiny_model_dir, str(data), tmp_path / "rl")
-    assert run_guarded(rl_cli, argv) == 2
+    assert glowrl_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("glowrl: error:") and message in err, err
     assert "trajectories" in err  # the fix
@@ -174,10 +166,11 @@ def test_preference_data_without_both_kinds_is_one_clear_error_and_writes_nothin
 def test_unknown_algorithm_lists_the_valid_ones(tmp_path, capsys, where):
     recipe = {"flag": {}, "flat": {"algorithm": "ppo"}, "sectioned": {"output_root": "o", "rl": {"algorithm": "ppo"}}}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe[where]))
-    argv = ["--config", str(tmp_path / "r.yaml"), *(["--algorithm", "ppo"] if where == "flag" else [])]
-    assert run_guarded(rl_cli, argv) == 2
+    argv = ["rl", "--config", str(tmp_path / "r.yaml"), *(["--algorithm", "ppo"] if where == "flag" else [])]
+    assert glowrl_main(argv) == 2
     err = capsys.readouterr().err
-    assert "unknown algorithm 'ppo'" in err and ", ".join(RL_ALGORITHMS) in err, err
+    assert "unknown algorithm 'ppo'" in err and ", ".join(available_algorithms()) in err, err
+    assert available_algorithms()[:4] == ["dpo", "grpo", "kto", "rloo"]
     assert not (tmp_path / "rl").exists()
 
 
@@ -191,39 +184,15 @@ def test_unknown_algorithm_lists_the_valid_ones(tmp_path, capsys, where):
         ({"output_root": "o", "learning_rate": 0.1, "rl": {"algorithm": "dpo"}}, "grpo", "grpo"),
     ],
 )
-def test_algorithm_comes_from_the_flag_then_the_recipe_and_the_stage_never_sees_it(
-    tmp_path, monkeypatch, recipe, flag, expected
-):
-    import glowrl.rl
-
-    seen = {}
-
-    def stage(algorithm):
-        def run(argv):
-            config = yaml.safe_load(Path(argv[argv.index("--config") + 1]).read_text())
-            seen.update(algorithm=algorithm, config=config, argv=argv)
-            return 0
-
-        return run
-
-    monkeypatch.setattr(glowrl.rl, "_stage_cli", stage)
+def test_algorithm_comes_from_the_flag_then_the_recipe_and_picks_the_dataclasses(tmp_path, recipe, flag, expected):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     argv = ["--config", str(tmp_path / "r.yaml"), *(["--algorithm", flag] if flag else []), "--seed", "3"]
-    assert rl_cli(argv) == 0
-    assert seen["algorithm"] == expected
-    assert "--algorithm" not in seen["argv"] and seen["argv"][-2:] == ["--seed", "3"]
-    assert seen["config"] == ({k: v for k, v in recipe.items() if k != "algorithm"})
-
-
-def test_stage_entry_points_accept_only_their_algorithms(tmp_path, capsys):
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"algorithm": "grpo"}))
-    rloo_main = partial(rl_cli, algorithms=("rloo",), default="rloo")  # what `python -m glowrl.rloo` runs
-    assert run_guarded(rloo_main, ["--config", str(tmp_path / "r.yaml")]) == 2
-    assert "runs rloo, not grpo" in capsys.readouterr().err
-    from glowrl.preference import cli as preference_cli
-
-    assert run_guarded(preference_cli, ["--config", str(REPO / "recipes/tiny/grpo.yaml")]) == 2
-    assert "--algorithm is required: one of dpo, kto" in capsys.readouterr().err
+    argv += ["--use_cpu", "true", "--bf16", "false"]
+    rl_args, *_, training_args, model_args = parse_stage_args(get_stage("rl"), argv)
+    assert rl_args.algorithm == expected
+    config_classes = {"grpo": "RolloutEntropyGRPOConfig", "rloo": "RolloutEntropyRLOOConfig", "dpo": "DPOConfig"}
+    assert type(training_args).__name__ == config_classes.get(expected, "KTOConfig")
+    assert (training_args.learning_rate, training_args.seed) == (0.1, 3)
 
 
 @pytest.mark.parametrize(
@@ -236,7 +205,7 @@ def test_stage_entry_points_accept_only_their_algorithms(tmp_path, capsys):
 )
 def test_rloo_batch_and_vllm_errors_name_the_fix(tmp_path, capsys, tiny_model_dir, addition_file, extra, message):
     argv = rl_argv("rloo", "rloo", tiny_model_dir, addition_file, tmp_path / "rl", "--num_generations", "4", *extra)
-    assert run_guarded(rl_cli, argv) == 2
+    assert glowrl_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("glowrl: error:") and message in err, err
     assert not (tmp_path / "rl").exists()

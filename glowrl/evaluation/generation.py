@@ -26,15 +26,12 @@ all generated tokens of all its samples (token-weighted).
 
 import gc
 import importlib.util
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -42,13 +39,11 @@ from transformers import (
     set_seed,
 )
 
-from glowrl.evaluation.benchmarks import EvaluationError
-from glowrl.evaluation.metrics import token_entropy
-from glowrl.prompts import prompt_messages
+from ..chat import prompt_messages
+from ..errors import EvaluationError
+from ..models import load_tokenizer as load_model_tokenizer
+from .metrics import token_entropy
 
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 VLLM_LOGPROBS = 20  # vLLM's default `max_logprobs`: the most log-probabilities it returns per step
 
 
@@ -75,37 +70,14 @@ class Completion:
 
 
 def load_tokenizer(model: str) -> PreTrainedTokenizerBase:
-    """Load the tokenizer of `model` (a local directory or a Hub id), failing with a one-line [`EvaluationError`]
-    when the path is missing, has no config or tokenizer files, or the tokenizer has no chat template."""
-    path = Path(model)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise EvaluationError(f"--model {model}: no config.json; pass a directory saved by save_pretrained")
-        if not any((path / name).is_file() for name in TOKENIZER_FILES):
-            raise EvaluationError(
-                f"--model {model}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) in the directory; save the "
-                f"tokenizer next to the weights with tokenizer.save_pretrained('{model}')"
-            )
-    elif path.exists() or not HUB_ID.match(model):
-        raise EvaluationError(f"--model {model}: no such model directory; pass a directory saved by save_pretrained")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError) as error:
-        raise EvaluationError(
-            f"--model {model}: not a local directory and its tokenizer cannot be loaded from the Hub "
-            f"({type(error).__name__}); check the path"
-        ) from error
-    if tokenizer.chat_template is None:
-        raise EvaluationError(
-            f"--model {model}: the tokenizer has no chat_template; save one with the tokenizer (training uses it too)"
-        )
-    return tokenizer
+    """The tokenizer of `model` (a local directory or a Hub id), which must carry a chat template (prompts are chats)."""
+    return load_model_tokenizer(model, field="--model", require_chat_template=True)
 
 
 def render_prompt(
     tokenizer: PreTrainedTokenizerBase, question: str, instruction: str | None, system_prompt: str | None
 ) -> str:
-    """The prompt text for `question`, built exactly as in training: [`~glowrl.prompts.prompt_messages`] through the
+    """The prompt text for `question`, built exactly as in training: [`~glowrl.chat.prompt_messages`] through the
     tokenizer's chat template, with the assistant turn opened."""
     messages = prompt_messages(question, instruction, system_prompt)
     # transformers v5 returns a BatchEncoding unless tokenize=False.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from glowrl.grading import answers_match, extract_boxed, verify_batch
+from ..grading import answers_match, extract_boxed, verify_batch
 
 
 _TEXT_WRAPPER = re.compile(r"^\\(?:text|textbf|textrm|mathrm|mathbf)\{(.*)\}$", re.DOTALL)

@@ -1,9 +1,4 @@
-"""Results of `glowrl eval`: in-domain / out-of-domain averages, the markdown table, and atomic file writes."""
-
-import json
-import os
-import tempfile
-from pathlib import Path
+"""Results of an evaluation: in-domain / out-of-domain averages and the markdown table."""
 
 
 COUNT_KEYS = ("num_problems", "num_samples", "num_unscorable")
@@ -89,18 +84,3 @@ def format_markdown(results: dict, ks: list[int]) -> str:
             ]
             lines.append(f"| {label if index == 0 else ''} | {model['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file next to `path`, then rename it over `path`, so readers never see a partial
-    file."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
-
-
-def write_results(path: Path, results: dict) -> None:
-    """Write the results JSON atomically."""
-    write_atomic(path, json.dumps(results, indent=1, ensure_ascii=False) + "\n")

@@ -1,0 +1,259 @@
+"""The `glowrl` commands that are not pipeline stages: their argument parsers, and handlers that call the library.
+
+Each entry of [`TOOLS`] is `name: (help, handler)`. A handler takes the command's arguments, parses them with its
+parser (which imports nothing heavy, so `--help` is fast), imports what it runs, and returns an exit status (or `None`
+for 0). It raises [`~glowrl.errors.GlowrlError`] on bad input and never prints errors itself.
+"""
+
+import argparse
+from pathlib import Path
+
+from ..chat import DEFAULT_INSTRUCTION
+from ..errors import EvaluationError, GlowrlError
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one `GlowrlError` line, not a usage dump and `SystemExit(2)`."""
+
+    def error(self, message: str):
+        raise GlowrlError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def pipeline_parser() -> Parser:
+    parser = Parser(
+        prog="glowrl pipeline",
+        description="Every stage of one recipe, in order, each under accelerate launch. Overrides: --key value "
+        "(shared) and --<stage>.key value.",
+    )
+    parser.add_argument("--config", required=True, help="pipeline recipe with shared keys and a section per stage")
+    parser.add_argument("--overwrite", action="store_true", help="re-run every stage, replacing finished outputs")
+    return parser
+
+
+def pipeline(argv):
+    from ..pipeline import run
+
+    args, overrides = pipeline_parser().parse_known_args(argv)
+    return run(args.config, overrides, overwrite=args.overwrite)
+
+
+# Sampling keys `glowrl eval --config` may set (flags override them).
+EVAL_CONFIG_KEYS = ("temperature", "top_p", "max_new_tokens", "seed", "num_samples")
+
+
+def eval_parser() -> Parser:
+    from ..evaluation.eval_sets import BENCHMARKS, KINDS
+
+    parser = Parser(
+        prog="glowrl eval", description="Sample from models on benchmarks, score them, and write JSON + markdown."
+    )
+    add = parser.add_argument
+    add("--model", action="append", required=True, help="Model directory or Hub id; repeat to compare models.")
+    add("--benchmarks", help=f"Comma-separated shipped benchmarks, from {','.join(BENCHMARKS)} (default: all).")
+    add("--benchmark_file", action="append", default=[], help="Local JSON Lines benchmark (repeatable).")
+    add("--problem_field", default="problem", help="Question field of --benchmark_file rows.")
+    add("--answer_field", default="answer", help="Gold answer field of --benchmark_file rows.")
+    add("--benchmark_kind", choices=KINDS, default="math", help="How --benchmark_file answers are graded.")
+    add("--num_samples", type=int, default=1, help="Samples per problem (n).")
+    add("--k", help="Comma-separated k shown for pass@k and maj@k in the table (default: powers of 2 up to n, and n).")
+    add("--output", type=Path, required=True, help="Results JSON; the markdown table goes next to it as .md.")
+    add("--backend", choices=("transformers", "vllm"), default="transformers", help="Generation backend.")
+    add("--config", help=f"YAML file with any of: {', '.join(EVAL_CONFIG_KEYS)}; flags override it.")
+    add("--temperature", type=float, default=0.6, help="Sampling temperature (> 0).")
+    add("--top_p", type=float, default=0.95, help="Nucleus sampling mass.")
+    add("--max_new_tokens", type=int, default=32768, help="Generation budget per sample.")
+    add("--seed", type=int, default=0, help="Sampling seed.")
+    add("--system_prompt", help="System turn (default: none, the training default).")
+    add("--instruction", default=DEFAULT_INSTRUCTION, help="Appended to every question (default: the paper's).")
+    add("--max_problems", type=int, help="Evaluate only the first N rows of each benchmark.")
+    add("--batch_size", type=int, default=8, help="Sequences per generate call (transformers backend).")
+    add("--tensor_parallel_size", type=int, default=1, help="GPUs per model (vllm backend).")
+    add("--choice_seed", type=int, default=0, help="Seed of the multiple-choice option shuffle.")
+    return parser
+
+
+def _eval_config(path: str) -> dict:
+    from ..recipe import load_recipe
+
+    recipe = load_recipe(path)
+    for key in recipe:
+        if key not in EVAL_CONFIG_KEYS:
+            raise EvaluationError(f"--config {path}: unknown key '{key}'; allowed keys: {', '.join(EVAL_CONFIG_KEYS)}")
+    return recipe
+
+
+def evaluate(argv):
+    parser = eval_parser()
+    args = parser.parse_args(argv)
+    if args.config:  # default < YAML < flag: parse again with the YAML's values as defaults
+        parser.set_defaults(**_eval_config(args.config))
+        args = parser.parse_args(argv)
+    from ..evaluation import SamplingConfig, evaluate, select_benchmarks
+
+    ks = None
+    if args.k is not None:
+        try:
+            ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
+        except ValueError as error:
+            raise EvaluationError(f"--k: expected comma-separated integers, got '{args.k}'") from error
+    specs = select_benchmarks(
+        args.benchmarks.split(",") if args.benchmarks else None,
+        args.benchmark_file,
+        args.problem_field,
+        args.answer_field,
+        args.benchmark_kind,
+    )
+    sampling = SamplingConfig(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        num_samples=args.num_samples,
+        seed=args.seed,
+    )
+    results = evaluate(
+        args.model,
+        specs,
+        sampling,
+        output=args.output,
+        backend=args.backend,
+        instruction=args.instruction,
+        system_prompt=args.system_prompt,
+        max_problems=args.max_problems,
+        batch_size=args.batch_size,
+        tensor_parallel_size=args.tensor_parallel_size,
+        choice_seed=args.choice_seed,
+        ks=ks,
+    )
+    print(args.output.with_suffix(".md").read_text(), end="")
+    return 0 if results["complete"] else 1
+
+
+def label_parser() -> Parser:
+    parser = Parser(
+        prog="glowrl label", description="Write a copy of a trajectory file with a `correct` column from the grader."
+    )
+    parser.add_argument("--input", required=True, help="trajectory file (JSONL/Parquet) or Hub dataset name")
+    parser.add_argument("--output", required=True, help="labelled JSONL file to write")
+    parser.add_argument("--answer_column", default="answer")
+    parser.add_argument("--completion_column", default="completion")
+    parser.add_argument("--prompt_column", default="prompt")
+    parser.add_argument("--problem_column", default="problem")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    return parser
+
+
+def label(argv):
+    args = label_parser().parse_args(argv)
+    from ..data import TrajectoryArguments, label_counts, label_trajectories, load_table, normalize_trajectories
+    from ..io import write_jsonl
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise GlowrlError(f"--output: {output} exists; pass --overwrite to replace it")
+    table = load_table(args.input, field="--input")
+    if args.answer_column not in table.column_names:
+        raise GlowrlError(
+            f"--answer_column: {args.input} has no {args.answer_column!r} column to label from "
+            f"(columns: {sorted(table.column_names)}); name the gold-answer column with --answer_column"
+        )
+    traj_args = TrajectoryArguments(
+        dataset_paths=[args.input],
+        answer_column=args.answer_column,
+        completion_column=args.completion_column,
+        prompt_column=args.prompt_column,
+        problem_column=args.problem_column,
+        correct_column="\0relabel",
+    )
+    labels = label_trajectories(normalize_trajectories(table, traj_args, args.input))["correct"]
+    write_jsonl(({**row, "correct": correct} for row, correct in zip(table, labels, strict=True)), output)
+    counts = label_counts(labels)
+    print(
+        f"Labelled {len(labels)} trajectories: {counts[True]} correct, {counts[False]} incorrect, "
+        f"{counts[None]} with an unparseable gold answer -> {output}"
+    )
+
+
+def demo_parser() -> Parser:
+    parser = Parser(
+        prog="glowrl demo", description="The whole method on a CPU with the built-in task and a tiny model."
+    )
+    parser.add_argument("--output_dir", default="outputs/demo", help="where data, models and the report go")
+    parser.add_argument("--size", choices=("full", "ci"), default="full", help="ci: a few steps, same code path")
+    parser.add_argument("--compare", action="store_true", help="compare the paper's data arms instead")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm with --compare")
+    parser.add_argument("--sft_epochs", type=int, help="override the size's SFT epochs (the budget of --compare)")
+    parser.add_argument("--overwrite", action="store_true", help="start again in a non-empty output directory")
+    return parser
+
+
+def demo(argv):
+    args = demo_parser().parse_args(argv)
+    from ..demo.run import run
+
+    run(args.output_dir, args.size, args.compare, args.seeds, args.sft_epochs, args.overwrite)
+
+
+def tiny_model_parser() -> Parser:
+    parser = Parser(
+        prog="glowrl tiny-model", description="Build the tiny Qwen2 model and tokenizer used by the tiny recipes."
+    )
+    parser.add_argument("--output_dir", default="outputs/tiny/base")
+    parser.add_argument("--hidden_size", type=int, default=64)
+    parser.add_argument("--num_hidden_layers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def tiny_model(argv):
+    args = tiny_model_parser().parse_args(argv)
+    from ..toy.arithmetic import tokenizer_corpus
+    from ..toy.tiny_model import build_tiny_model
+
+    path = build_tiny_model(
+        args.output_dir,
+        tokenizer_corpus(seed=0),
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        intermediate_size=2 * args.hidden_size,
+        seed=args.seed,
+    )
+    print(f"Tiny Qwen2 model and tokenizer saved to {path}")
+
+
+def arithmetic_parser() -> Parser:
+    parser = Parser(
+        prog="glowrl arithmetic-data", description="Write arithmetic reasoning trajectories (positives and negatives)."
+    )
+    parser.add_argument("--num_problems", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples_per_problem", type=int, default=4)
+    parser.add_argument("--negative_fraction", type=float, default=0.5)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    return parser
+
+
+def arithmetic_data(argv):
+    args = arithmetic_parser().parse_args(argv)
+    from ..io import write_jsonl
+    from ..toy.arithmetic import generate_trajectories
+
+    if Path(args.output).exists() and not args.overwrite:
+        raise GlowrlError(f"--output: {args.output} exists; pass --overwrite to replace it")
+    rows = generate_trajectories(
+        args.num_problems, args.seed, samples_per_problem=args.samples_per_problem,
+        negative_fraction=args.negative_fraction,
+    )
+    write_jsonl(rows, args.output)
+    correct = sum(row["correct"] for row in rows)
+    print(f"Wrote {len(rows)} trajectories ({correct} correct) for {args.num_problems} problems to {args.output}")
+
+
+TOOLS = {
+    "demo": ("the whole method on a CPU: built-in task, tiny model, GLOW SFT -> GRPO -> evaluation", demo),
+    "pipeline": ("every stage of a recipe in order, each under accelerate launch", pipeline),
+    "eval": ("pass@k, maj@k and inference entropy on math and out-of-domain benchmarks", evaluate),
+    "label": ("label trajectories as correct/incorrect with the shared grader", label),
+    "tiny-model": ("build the tiny local Qwen2 model used by the tiny recipes", tiny_model),
+    "arithmetic-data": ("write the built-in arithmetic trajectories to a file", arithmetic_data),
+}

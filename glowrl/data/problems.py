@@ -1,0 +1,87 @@
+r"""RL prompts: problems with gold answers, turned into chat prompts with the prompt every stage shares.
+
+A trajectory file works as a problem file: its rows are deduplicated by problem.
+"""
+
+from dataclasses import dataclass, field
+
+from ..chat import DEFAULT_INSTRUCTION, prompt_messages
+from ..errors import DataError
+from .tables import load_table
+
+
+@dataclass
+class ProblemArguments:
+    # docstyle-ignore
+    r"""
+    The RL prompts: problems with gold answers, and how to turn them into chat prompts.
+
+    Parameters:
+        dataset_paths (`list[str]`):
+            Local JSONL/Parquet files or Hub dataset names with a problem and a gold answer per row. A trajectory file
+            works too: its rows are deduplicated by problem.
+        dataset_split (`str`, *optional*, defaults to `"train"`):
+            Split to load from Hub datasets.
+        problem_column (`str`, *optional*, defaults to `"problem"`):
+            Column holding the problem text.
+        answer_column (`str`, *optional*, defaults to `"answer"`):
+            Column holding the gold final answer; when missing, `solution` (a worked solution whose last `\boxed{}`
+            is the answer) is used.
+        system_prompt (`str` or `None`, *optional*, defaults to `None`):
+            System turn added to every prompt.
+        instruction (`str`, *optional*, defaults to the paper's "Please reason step by step, ..."):
+            Appended to each problem to build the user turn.
+        chat_template_path (`str` or `None`, *optional*, defaults to `None`):
+            Jinja chat template to put on the tokenizer (use the SFT stage's, if it set one).
+    """
+
+    dataset_paths: list[str] = field(
+        default=None, metadata={"help": "Files or Hub datasets of problems with answers."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to load from Hub datasets."})
+    problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
+    answer_column: str = field(default="answer", metadata={"help": "Column holding the gold final answer."})
+    system_prompt: str = field(default=None, metadata={"help": "System turn added to every prompt."})
+    instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to each problem."})
+    chat_template_path: str = field(default=None, metadata={"help": "Jinja chat template for the tokenizer."})
+
+    def __post_init__(self):
+        if isinstance(self.dataset_paths, str):
+            self.dataset_paths = [self.dataset_paths]
+
+
+def build_problem_dataset(args: ProblemArguments):
+    """Load the problems, check the columns, deduplicate by problem, and build chat prompts with `answer` kept."""
+    from datasets import concatenate_datasets
+
+    if not args.dataset_paths:
+        raise DataError("dataset_paths is required: give one or more files of problems with gold answers")
+    tables = []
+    for path in args.dataset_paths:
+        table = load_table(path, args.dataset_split)
+        columns = set(table.column_names)
+        if args.problem_column not in columns:
+            raise DataError(
+                f"dataset {path}: no problem column {args.problem_column!r} (columns: {sorted(columns)}); set "
+                "problem_column"
+            )
+        answer = args.answer_column if args.answer_column in columns else "solution" if "solution" in columns else None
+        if answer is None:
+            raise DataError(
+                f"dataset {path}: no answer column {args.answer_column!r} and no 'solution' column (columns: "
+                f"{sorted(columns)}); set answer_column"
+            )
+        table = table.map(
+            lambda row, answer=answer: {"problem": row[args.problem_column], "answer": str(row[answer])},
+            remove_columns=table.column_names,
+            desc=f"Reading {path}",
+        )
+        tables.append(table)
+    dataset = concatenate_datasets(tables) if len(tables) > 1 else tables[0]
+    seen: set[str] = set()
+    keep = [i for i, p in enumerate(dataset["problem"]) if not (p in seen or seen.add(p))]
+    dataset = dataset.select(keep)
+    return dataset.map(
+        lambda row: {"prompt": prompt_messages(row["problem"], args.instruction, args.system_prompt)},
+        desc="Building prompts",
+    )

@@ -1,0 +1,193 @@
+"""Trajectory data: load, label with math-verify, select the paper's data arm, and put it in TRL's format.
+
+A trajectory file has one row per sampled reasoning trajectory. Accepted columns (names configurable):
+- `prompt` (a string or a list of chat messages) and `completion` (a string or a one-message list), or
+- `messages` (a chat whose last turn is the assistant's trajectory), or
+- `problem` and `completion` (the prompt is then built with `glowrl.chat`, as in RL and evaluation);
+- `answer`: the gold final answer (optional);
+- `correct`: whether the trajectory's final answer is right (optional; labelled from `answer` when missing).
+
+Files are mixed in the order given, filtered to the chosen arm, and only then given a `sample_id` 0..N-1, so ids are
+unique across the whole mixture (the published code numbered each dataset from 0, so a positive and a negative could
+share a loss-history slot).
+"""
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..chat import DEFAULT_INSTRUCTION, completion_text, prompt_messages
+from ..errors import DataError
+from ..grading import verify_batch
+from .tables import load_table
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+
+TRAJECTORY_ARMS = ("all", "positive", "negative")
+
+
+@dataclass
+class TrajectoryArguments:
+    # docstyle-ignore
+    r"""
+    Where the trajectories come from and which of them to train on.
+
+    Parameters:
+        dataset_paths (`list[str]`):
+            Local JSONL/JSON/Parquet/CSV files or Hub dataset names, mixed in this order.
+        dataset_split (`str`, *optional*, defaults to `"train"`):
+            Split to load from Hub datasets.
+        trajectories (`str`, *optional*, defaults to `"all"`):
+            Data arm: `"all"` (unfiltered, as GLOW trains), `"positive"` (correct only, standard SFT) or `"negative"`
+            (incorrect only).
+        prompt_column, completion_column, messages_column, problem_column, answer_column, correct_column (`str`):
+            Column names in the files.
+        system_prompt (`str` or `None`, *optional*, defaults to `None`):
+            System turn added to every prompt.
+        instruction (`str`, *optional*, defaults to the paper's "Please reason step by step, ..."):
+            Appended to a `problem` to build the user turn (not applied to rows that already have a `prompt`).
+    """
+
+    dataset_paths: list[str] = field(
+        default=None, metadata={"help": "Local JSONL/Parquet files or Hub dataset names, mixed in this order."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to load from Hub datasets."})
+    trajectories: str = field(
+        default="all",
+        metadata={
+            "help": "Data arm: all, positive (correct only) or negative (incorrect only).",
+            "choices": TRAJECTORY_ARMS,
+        },
+    )
+    prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt."})
+    completion_column: str = field(default="completion", metadata={"help": "Column holding the trajectory."})
+    messages_column: str = field(default="messages", metadata={"help": "Column holding a whole chat."})
+    problem_column: str = field(default="problem", metadata={"help": "Column holding the bare problem."})
+    answer_column: str = field(default="answer", metadata={"help": "Column holding the gold final answer."})
+    correct_column: str = field(default="correct", metadata={"help": "Column holding the correctness label."})
+    system_prompt: str = field(default=None, metadata={"help": "System turn added to every prompt."})
+    instruction: str = field(
+        default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to a problem to build the user turn."}
+    )
+
+    def __post_init__(self):
+        if isinstance(self.dataset_paths, str):
+            self.dataset_paths = [self.dataset_paths]
+        if self.trajectories not in TRAJECTORY_ARMS:
+            raise DataError(f"trajectories must be one of {', '.join(TRAJECTORY_ARMS)}, got {self.trajectories!r}")
+
+
+def normalize_trajectories(table: "Dataset", args: TrajectoryArguments, source: str) -> "Dataset":
+    """Map one table to the columns `prompt`, `completion` (chat messages), `answer`, `correct`, `source`."""
+    columns = set(table.column_names)
+    if args.messages_column in columns and args.completion_column not in columns:
+        kind = "messages"
+    elif args.completion_column not in columns:
+        raise DataError(
+            f"dataset {source}: no completion column {args.completion_column!r} (columns: {sorted(columns)}); set "
+            "completion_column, or provide a messages column"
+        )
+    elif args.prompt_column in columns:
+        kind = "prompt"
+    elif args.problem_column in columns:
+        kind = "problem"
+    else:
+        raise DataError(
+            f"dataset {source}: no prompt column {args.prompt_column!r} or problem column {args.problem_column!r} "
+            f"(columns: {sorted(columns)}); set prompt_column or problem_column"
+        )
+    has_answer, has_correct = args.answer_column in columns, args.correct_column in columns
+
+    def convert(row, index):
+        if kind == "messages":
+            messages = row[args.messages_column]
+            prompt, completion = messages[:-1], messages[-1:]
+        else:
+            completion = row[args.completion_column]
+            if kind == "problem":
+                prompt = prompt_messages(row[args.problem_column], args.instruction, args.system_prompt)
+            elif isinstance(row[args.prompt_column], str):
+                system = [{"role": "system", "content": args.system_prompt}] if args.system_prompt else []
+                prompt = [*system, {"role": "user", "content": row[args.prompt_column]}]
+            else:
+                prompt = row[args.prompt_column]
+            if isinstance(completion, str):
+                completion = [{"role": "assistant", "content": completion}]
+        if not completion_text(completion).strip():
+            raise DataError(
+                f"dataset {source} row {index}: the completion is empty, so the trajectory has no trainable tokens; "
+                "remove the row"
+            )
+        correct = row[args.correct_column] if has_correct else None
+        answer = row[args.answer_column] if has_answer else None
+        return {
+            "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
+            "completion": [{"role": m["role"], "content": m["content"]} for m in completion],
+            "answer": None if answer is None else str(answer),
+            "correct": None if correct is None else bool(correct),
+            "source": source,
+        }
+
+    return table.map(convert, with_indices=True, remove_columns=table.column_names, desc=f"Reading {source}")
+
+
+def label_counts(labels) -> dict:
+    """How many labels are `True` (correct), `False` (incorrect) and `None` (unlabelled)."""
+    labels = list(labels)
+    return {label: labels.count(label) for label in (True, False, None)}
+
+
+def label_trajectories(dataset):
+    """Fill the missing `correct` labels by checking each completion's final boxed answer against `answer`.
+
+    Rows whose gold answer does not parse keep `correct=None`. The checks run in one batched call of the shared
+    grader, spread over its worker processes.
+    """
+    todo = [i for i, (c, a) in enumerate(zip(dataset["correct"], dataset["answer"], strict=True)) if c is None and a]
+    if not todo:
+        return dataset
+    completions = dataset.select(todo)["completion"]
+    answers = dataset["answer"]
+    golds = [answers[i] for i in todo]
+    scores = verify_batch([completion_text(c) for c in completions], golds)
+    labels = list(dataset["correct"])
+    for i, score in zip(todo, scores, strict=True):
+        labels[i] = None if score is None else score == 1.0
+    return dataset.remove_columns("correct").add_column("correct", labels)
+
+
+def select_arm(dataset: "Dataset", arm: str) -> "Dataset":
+    """Keep the trajectories of the paper's data arm: all, positive (correct) or negative (incorrect)."""
+    if arm == "all":
+        return dataset
+    want = arm == "positive"
+    selected = dataset.filter(lambda correct: correct is want, input_columns="correct", desc=f"Selecting {arm}s")
+    if len(selected) == 0:
+        counts = label_counts(dataset["correct"])
+        raise DataError(
+            f"trajectories: {arm} selects no rows: the data has {counts[True]} correct, {counts[False]} incorrect and "
+            f"{counts[None]} unlabelled trajectories; use trajectories: all, or data that has {arm}s"
+        )
+    return selected
+
+
+def build_trajectory_dataset(args: TrajectoryArguments) -> "Dataset":
+    """Load, mix, label (where needed and possible), select the arm and assign unique `sample_id`s 0..N-1."""
+    from datasets import concatenate_datasets
+
+    if not args.dataset_paths:
+        raise DataError("dataset_paths is required: give one or more trajectory files or Hub dataset names")
+    tables = [normalize_trajectories(load_table(p, args.dataset_split), args, p) for p in args.dataset_paths]
+    dataset = concatenate_datasets(tables) if len(tables) > 1 else tables[0]
+    if None in dataset.unique("correct"):
+        if args.trajectories != "all" and all(a is None for a in dataset.unique("answer")):
+            raise DataError(
+                f"trajectories: {args.trajectories} needs correctness labels, but the data has neither a "
+                f"{args.correct_column!r} nor an {args.answer_column!r} column to label from; add one (or set "
+                "correct_column/answer_column), or use trajectories: all"
+            )
+        dataset = label_trajectories(dataset)
+    dataset = select_arm(dataset, args.trajectories)
+    return dataset.add_column("sample_id", list(range(len(dataset))))

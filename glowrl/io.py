@@ -1,0 +1,73 @@
+"""Files: JSON Lines, atomic writes, a run's trainer state, and the rule for "local path or Hub name".
+
+Every file glowrl writes for a user goes through [`write_text_atomic`] (a temporary file in the same directory, then a
+rename), so an interrupted write never leaves half a file where a whole one was. Imports only the standard library.
+"""
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+
+TRAINER_STATE_NAME = "trainer_state.json"
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The rows of a JSON Lines file (blank lines skipped).
+
+    Lines are split on `\\n` only: `str.splitlines` also breaks on U+2028, which some benchmark rows hold inside a
+    JSON string.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to a temporary file next to `path`, then rename it over `path`: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
+    ) as handle:
+        try:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            os.unlink(handle.name)
+            raise
+    os.replace(handle.name, path)
+    return path
+
+
+def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
+    """Write `rows` as JSON Lines (UTF-8, keys in row order), atomically; parent directories are created."""
+    return write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_json(data, path: str | os.PathLike) -> Path:
+    """Write `data` as indented JSON, atomically."""
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_trainer_state(run_dir: str | os.PathLike) -> dict | None:
+    """The `trainer_state.json` a finished Trainer run saved in `run_dir` (or a checkpoint), or `None` if absent."""
+    path = Path(run_dir) / TRAINER_STATE_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_log_history(run_dir: str | os.PathLike) -> list[dict]:
+    """The log history (one dict per logging step) of the run saved in `run_dir`; empty when there is none."""
+    state = read_trainer_state(run_dir)
+    return state["log_history"] if state else []
+
+
+def looks_local(name: str) -> bool:
+    """Whether `name` means a local path rather than a Hub repository id (`org/name`).
+
+    It does when it exists, starts with `.`, `/` or `~`, or has more than one `/` (Hub ids have exactly one). A name
+    that looks local but does not exist is then an error to report, never a Hub lookup.
+    """
+    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1

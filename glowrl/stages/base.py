@@ -1,0 +1,187 @@
+"""The record a pipeline stage exports, the registry that finds it, and how a recipe becomes each stage's values.
+
+A stage is one module that exports `STAGE = Stage(...)`: its name (also its recipe section and its `glowrl <name>`
+command), the dataclasses its values parse into, how it runs, and what it produces for later stages. Stages are
+found by name: one registered in this process with [`register_stage`], or a module `glowrl/stages/NAME.py`.
+
+Stages are linked by what they produce, never by name. Each stage's `outputs(values)` says what it leaves for later
+stages (`{"model": output_dir}`), and its `inputs` say which of its fields take an earlier product when its own
+section leaves them unset (`{"model_name_or_path": "model"}`: RL starts from the SFT model). Every stage writes to
+`<output_root>/<name>` unless its section sets `output_dir`.
+"""
+
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+
+from ..errors import RecipeError
+from ..recipe import (
+    PIPELINE_KEYS,
+    apply_env,
+    field_names,
+    load_recipe,
+    parse_dataclasses,
+    split_recipe,
+    unknown_key_error,
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage.
+
+    Args:
+        name (`str`):
+            The stage's name: its recipe section, its `glowrl <name>` command and its output folder.
+        help (`str`):
+            One line for `glowrl --help`.
+        dataclass_types (`callable`):
+            `dataclass_types(values) -> tuple` of dataclass types that the stage's values parse into (`values` may
+            choose them, as `algorithm` does for RL).
+        run (`callable`):
+            `run(*parsed)`: runs the stage in this process, on the parsed dataclass instances.
+        outputs (`callable`, *optional*):
+            `outputs(values) -> dict` of what the stage produces for later stages, by kind; default
+            `{"model": values["output_dir"]}`.
+        inputs (`dict[str, str]`, *optional*):
+            Field -> product kind: the field takes the latest earlier product of that kind when the stage's section
+            leaves it unset.
+        selector (`str`, *optional*):
+            A field whose command-line value must be known before parsing because it chooses the dataclasses.
+        help_types (`tuple`, *optional*):
+            Dataclasses cheap to import (no torch, no TRL) whose fields `glowrl <name> --help` lists.
+        help_note (`str`, *optional*):
+            What else the stage accepts, for `--help` (e.g. "every field of trl.SFTConfig").
+    """
+
+    name: str
+    help: str
+    dataclass_types: Callable
+    run: Callable
+    outputs: Callable = field(default=lambda values: {"model": values["output_dir"]})
+    inputs: dict = field(default_factory=dict)
+    selector: str | None = None
+    help_types: tuple = ()
+    help_note: str = ""
+
+
+_registered: dict[str, Stage] = {}
+_NOT_STAGES = {"base", "training"}
+
+
+def register_stage(stage: Stage) -> Stage:
+    """Make `stage` available by its name in this process (it replaces one of the same name)."""
+    _registered[stage.name] = stage
+    return stage
+
+
+def unregister_stage(name: str) -> None:
+    """Forget a stage registered with [`register_stage`]."""
+    _registered.pop(name, None)
+
+
+def available_stages() -> list[str]:
+    """The stage names: the shipped modules, then the registered ones."""
+    shipped = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in _NOT_STAGES]
+    return [*sorted(shipped), *(name for name in _registered if name not in shipped)]
+
+
+def get_stage(name: str) -> Stage:
+    """The stage called `name`; a [`~glowrl.errors.RecipeError`] listing the valid names when there is none."""
+    if name in _registered:
+        return _registered[name]
+    if name not in available_stages():
+        raise RecipeError(f"unknown stage {name!r}; the stages are {', '.join(available_stages())}")
+    stage = getattr(import_module(f"{__package__}.{name}"), "STAGE", None)
+    if not isinstance(stage, Stage):
+        raise RecipeError(f"module {__package__}.{name} exports no STAGE = glowrl.stages.Stage(...)")
+    return stage
+
+
+def selected_dataclass_types(stage: Stage, values: dict, argv: list[str] = ()) -> tuple:
+    """The stage's dataclasses for these values, with the selector field's command-line value (`--algorithm X`)."""
+    if stage.selector:
+        flag = f"--{stage.selector}"
+        for i, arg in enumerate(argv):
+            if arg == flag and i + 1 < len(argv):
+                values = {**values, stage.selector: argv[i + 1]}
+            elif arg.startswith(flag + "="):
+                values = {**values, stage.selector: arg.split("=", 1)[1]}
+    return stage.dataclass_types(values)
+
+
+def resolve_recipe(recipe: dict) -> dict[str, dict]:
+    """Each stage section's flat, linked values, in recipe order; nothing is run and nothing is written.
+
+    Shared keys go to every stage that has the field (a shared key no stage of the recipe has is an error), the
+    section's keys override them, `output_dir` defaults to `<output_root>/<stage>`, and unset inputs take earlier
+    stages' products.
+    """
+    names = available_stages()
+    shared, sections = split_recipe(recipe, names)
+    if not sections:
+        raise RecipeError(f"a pipeline recipe needs at least one stage section: {', '.join(names)}")
+    if not recipe.get("output_root"):
+        raise RecipeError("output_root is required: each stage writes to <output_root>/<stage>")
+    if "output_dir" in shared:
+        raise RecipeError(
+            "output_dir: a shared output_dir would send every stage to one directory; set output_root (stages write "
+            "to <output_root>/<stage>) or an output_dir inside each section"
+        )
+    stages = {name: get_stage(name) for name in sections}
+    known = {name: field_names(selected_dataclass_types(stages[name], {**shared, **sections[name]})) for name in sections}
+    for key in shared:
+        if key not in PIPELINE_KEYS and not any(key in fields for fields in known.values()):
+            raise unknown_key_error(key, set().union(*known.values()) | set(PIPELINE_KEYS), "the recipe")
+    resolved, products = {}, {}
+    for name, section in sections.items():
+        stage = stages[name]
+        for key in section:
+            if key not in known[name]:
+                raise unknown_key_error(key, known[name], f"section {name}:")
+        values = {k: v for k, v in shared.items() if k in known[name]}
+        values.update(section)
+        if "output_dir" in known[name]:
+            values.setdefault("output_dir", str(Path(recipe["output_root"]) / name))
+        for key, kind in stage.inputs.items():
+            if key not in section and kind in products:
+                values[key] = products[kind]
+        products.update(stage.outputs(values))
+        resolved[name] = values
+    return resolved
+
+
+def stage_values(stage: Stage, recipe: dict) -> dict:
+    """The values one stage reads from a recipe: its resolved section in a pipeline recipe, or a flat recipe as is."""
+    _, sections = split_recipe(recipe, available_stages())
+    if not sections:
+        return {k: v for k, v in recipe.items() if k not in PIPELINE_KEYS}
+    if stage.name not in sections:
+        raise RecipeError(
+            f"--config: the recipe has no {stage.name}: section (it has {', '.join(sections)}); run "
+            f"`glowrl {' or glowrl '.join(sections)}`, or add the section"
+        )
+    return resolve_recipe(recipe)[stage.name]
+
+
+def parse_stage_args(stage: Stage, argv: list[str]) -> tuple:
+    """Parse `--config recipe.yaml` (flat, or a pipeline recipe's section) plus `--field value` overrides."""
+    argv = list(argv)
+    values = {}
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise RecipeError("--config needs a recipe path")
+        recipe = load_recipe(argv[i + 1])
+        del argv[i : i + 2]
+        apply_env(recipe)
+        values = stage_values(stage, recipe)
+    return parse_dataclasses(selected_dataclass_types(stage, values, argv), values, argv)
+
+
+def run_stage(name: str, argv: list[str]):
+    """`glowrl <stage> ...`: parse the stage's arguments and run it in this process."""
+    stage = get_stage(name)
+    return stage.run(*parse_stage_args(stage, argv))

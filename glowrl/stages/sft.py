@@ -1,0 +1,52 @@
+"""The SFT stage: GLOW-weighted SFT on unfiltered reasoning trajectories.
+
+    glowrl sft --config recipes/tiny/sft.yaml
+    accelerate launch --config_file accelerate_configs/ddp.yaml -m glowrl sft --config recipes/qwen2.5-7b/sft_glow.yaml
+
+Any field can be overridden on the command line (`--glow_beta 10 --output_dir outputs/try2`). The recipe may be a
+pipeline recipe (shared keys plus an `sft:` section). The output is a plain `save_pretrained` model directory
+(weights, config, tokenizer, chat template) that any TRL trainer, vLLM or the evaluation loads by path.
+"""
+
+from ..data import TrajectoryArguments
+from ..glow.arguments import GLOWArguments
+from .base import Stage
+
+
+def dataclass_types(values: dict) -> tuple:
+    from trl import ModelConfig
+
+    from ..glow.config import GLOWConfig
+
+    return (TrajectoryArguments, GLOWConfig, ModelConfig)
+
+
+def run(script_args, training_args, model_args):
+    """Build the trajectory dataset and train [`~glowrl.glow.trainer.GLOWTrainer`] on it; save to `output_dir`."""
+    from transformers import set_seed
+
+    from ..data import build_trajectory_dataset, label_counts
+    from ..glow.trainer import GLOWTrainer
+    from ..models import check_model_path, load_tokenizer
+    from .training import train_and_save
+
+    check_model_path(model_args.model_name_or_path)
+    set_seed(training_args.seed)
+    dataset = build_trajectory_dataset(script_args)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+    counts = label_counts(dataset["correct"])
+    describe = (
+        f"{len(dataset)} trajectories ({counts[True]} positive, {counts[False]} negative, {counts[None]} "
+        f"unlabelled), glow={'on' if training_args.glow else 'off'}"
+    )
+    return train_and_save(GLOWTrainer, model_args, training_args, dataset, tokenizer, describe)
+
+
+STAGE = Stage(
+    name="sft",
+    help="GLOW-weighted SFT on labelled reasoning trajectories, correct and incorrect",
+    dataclass_types=dataclass_types,
+    run=run,
+    help_types=(TrajectoryArguments, GLOWArguments),
+    help_note="and every field of trl.SFTConfig (training) and trl.ModelConfig (model, dtype, LoRA)",
+)
