@@ -77,13 +77,13 @@ def checkpoint_dir(trainer, trial=None) -> str:
     return os.path.join(trainer._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
 
 
-def post_init_rollout_config(args, parent_post_init, algorithm: str) -> None:
+def post_init_rollout_config(args, parent_post_init) -> None:
     """Run a GRPO/RLOO config's `__post_init__`, turning its batch and vLLM errors into ones that name the fix."""
     from trl.import_utils import is_vllm_available
 
     if args.num_generations is not None and args.num_generations < 2:
         raise ValueError(
-            f"num_generations must be at least 2 ({algorithm} compares completions of the same prompt), got "
+            f"num_generations must be at least 2 (the advantage compares completions of the same prompt), got "
             f"{args.num_generations}"
         )
     if args.use_vllm and not is_vllm_available():

@@ -25,7 +25,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to a temporary file next to `path`, then rename it over `path`: readers never see a partial file."""
+    """Write `text` to a temporary file next to `path`, then rename it over `path`: no reader sees a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(

@@ -35,7 +35,18 @@ from .stages import available_stages, resolve_recipe
 
 
 MANIFEST_NAME = "pipeline.json"
-PACKAGES = ("glowrl", "trl", "transformers", "torch", "accelerate", "peft", "datasets", "math-verify", "deepspeed", "vllm")
+PACKAGES = (
+    "glowrl",
+    "trl",
+    "transformers",
+    "torch",
+    "accelerate",
+    "peft",
+    "datasets",
+    "math-verify",
+    "deepspeed",
+    "vllm",
+)
 
 
 def environment() -> dict:
@@ -161,7 +172,9 @@ def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launche
         if info["status"] == "done":
             banner(f"{title} — done at {info['ended']}, skipped")
             continue
-        stage_recipe = write_text_atomic(root / "recipes" / f"{stage}.yaml", yaml.safe_dump(resolved[stage], sort_keys=False))
+        stage_recipe = write_text_atomic(
+            root / "recipes" / f"{stage}.yaml", yaml.safe_dump(resolved[stage], sort_keys=False)
+        )
         stage_dir = Path(resolved[stage]["output_dir"])
         # `pending` with a kept checkpoint means an interrupted run of this very config (a changed config is new).
         interrupted = (previous or {}).get("stages", {}).get(stage, {})

@@ -147,7 +147,9 @@ def get_reward_funcs(names: list[str]) -> list[Callable]:
     names = [names] if isinstance(names, str) else list(names)
     unknown = [name for name in names if name not in REWARD_FUNCS]
     if unknown:
-        raise GlowrlError(f"reward_funcs: unknown reward function(s) {unknown}; valid names are {sorted(REWARD_FUNCS)}")
+        raise GlowrlError(
+            f"reward_funcs: unknown reward function(s) {unknown}; valid names are {sorted(REWARD_FUNCS)}"
+        )
     return [REWARD_FUNCS[name] for name in names]
 
 

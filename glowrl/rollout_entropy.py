@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from ._trl_compat import completion_token_mask, local_rows, trl_metrics
+from ._trl_compat import completion_token_mask, local_rows, post_init_rollout_config, trl_metrics
 
 
 ENTROPY_LOG_NAME = "entropy.jsonl"
@@ -108,6 +108,10 @@ class RolloutEntropyArguments:
         default="math_accuracy", metadata={"help": "Reward whose 1/0 score splits rollouts into correct/incorrect."}
     )
 
+    def __post_init__(self):
+        # Mixed in before a TRL GRPO/RLOO config: run its checks, with batch and vLLM errors that name the fix.
+        post_init_rollout_config(self, super().__post_init__)
+
 
 class RolloutEntropyMixin:
     """Adds the `entropy/*` rollout figures to a TRL trainer that computes per-token entropies in its loss forward.
@@ -116,6 +120,14 @@ class RolloutEntropyMixin:
     for the micro-batch, summarised per optimizer step together with each rollout's correctness, and logged. Works
     for [`~trl.GRPOTrainer`] and [`~trl.RLOOTrainer`], which share the hooks used here.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._tag_names = [*getattr(cls, "_tag_names", []), "glowrl"]  # the TRL trainer's tags, e.g. trl, grpo
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_rollout_entropy()
 
     def _init_rollout_entropy(self):
         self._entropy_enabled = self.args.log_rollout_entropy

@@ -13,6 +13,10 @@ from importlib import resources
 
 import pytest
 
+from glowrl.chat import DEFAULT_INSTRUCTION, user_prompt
+from glowrl.cli import main as glowrl_main
+from glowrl.grading import verify_answer
+from glowrl.io import write_jsonl
 from glowrl.toy.arithmetic import (
     INSTRUCTION,
     MAX_VALUE,
@@ -21,10 +25,6 @@ from glowrl.toy.arithmetic import (
     generate_trajectories,
     tokenizer_corpus,
 )
-from glowrl.chat import DEFAULT_INSTRUCTION, user_prompt
-from glowrl.cli import main as glowrl_main
-from glowrl.grading import verify_answer
-from glowrl.io import write_jsonl
 
 
 ROW_KEYS = ["problem_id", "problem", "prompt", "completion", "answer", "correct"]

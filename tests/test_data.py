@@ -9,9 +9,9 @@ from importlib import resources
 import pytest
 from utils import read_jsonl
 
+from glowrl.chat import DEFAULT_INSTRUCTION
 from glowrl.cli import main as glowrl_main
 from glowrl.data import TrajectoryArguments, build_trajectory_dataset
-from glowrl.chat import DEFAULT_INSTRUCTION
 
 
 def write(path, rows):

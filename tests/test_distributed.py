@@ -18,7 +18,6 @@ import yaml
 from utils import REPO, read_jsonl
 
 
-
 pytestmark = pytest.mark.slow
 
 

@@ -26,6 +26,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
+from glowrl.chat import DEFAULT_INSTRUCTION
 from glowrl.cli import main as glowrl_main
 from glowrl.evaluation import BENCHMARKS, load_problems, majority_at_k, normalize_bbh_answer, pass_at_k
 from glowrl.evaluation.eval_sets import read_rows, shuffle_choices, split_choices
@@ -39,7 +40,6 @@ from glowrl.evaluation.generation import (
     render_prompt,
 )
 from glowrl.evaluation.metrics import extract_choice, same_answer_fn, score_completion, token_entropy
-from glowrl.chat import DEFAULT_INSTRUCTION
 from glowrl.toy.tiny_model import build_tiny_model
 
 

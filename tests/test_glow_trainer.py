@@ -8,9 +8,9 @@ from collections import defaultdict
 
 import pytest
 import torch
-from utils import cpu_training_args, read_jsonl
 from transformers import AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
+from utils import cpu_training_args, read_jsonl
 
 from glowrl import GLOWConfig, GLOWTrainer, glow_weights
 from glowrl.data import TrajectoryArguments, build_trajectory_dataset

@@ -11,33 +11,17 @@ import json
 
 import pytest
 import torch
-from utils import REPO, read_jsonl
+from utils import REPO, assert_entropy_split_recombines, flags, read_jsonl
 
 from glowrl.cli import main as glowrl_main
 from glowrl.io import read_log_history
 
 
-ROLLOUTS = ["--num_generations", "4", "--per_device_train_batch_size", "8", "--max_completion_length", "64"]
-
-
 def grpo_argv(model, data, out, *extra):
     return [
-        "rl",
-        "--config",
-        str(REPO / "recipes/tiny/grpo.yaml"),
-        "--model_name_or_path",
-        model,
-        "--dataset_paths",
-        data,
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "3",
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "1",
-        *ROLLOUTS,
+        *["rl", "--config", str(REPO / "recipes/tiny/grpo.yaml")],
+        *flags(model_name_or_path=model, dataset_paths=data, output_dir=out, max_steps=3, save_strategy="no"),
+        *flags(logging_steps=1, num_generations=4, per_device_train_batch_size=8, max_completion_length=64),
         *extra,
     ]
 
@@ -59,14 +43,8 @@ def test_saves_a_model_and_one_entropy_row_per_step(grpo_run):
 
 
 def test_correct_and_incorrect_entropy_recombine_to_trl_entropy(grpo_run):
-    # Every rollout of the addition task is scored (its gold always parses), so the token-weighted combination of
-    # entropy/correct and entropy/incorrect must be TRL's own `entropy` for that step (one micro-batch per step).
-    for row in read_jsonl(grpo_run / "entropy.jsonl"):
-        tokens_c, tokens_i = row["entropy/tokens_correct"], row["entropy/tokens_incorrect"]
-        combined = (tokens_c * row.get("entropy/correct", 0.0) + tokens_i * row.get("entropy/incorrect", 0.0)) / (
-            tokens_c + tokens_i
-        )
-        assert combined == pytest.approx(row["entropy"], abs=1e-5)
+    # Every rollout of the addition task is scored (its gold always parses).
+    assert_entropy_split_recombines(read_jsonl(grpo_run / "entropy.jsonl"))
 
 
 def test_log_history_has_reward_and_entropy_keys(grpo_run):

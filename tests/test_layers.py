@@ -1,10 +1,10 @@
 """The house in layers: every import in glowrl goes down a layer (or stays in its own), and none forms a cycle.
 
 Every module of `glowrl/` is parsed (not imported), and every import is read: at module level and inside functions,
-relative and absolute, and module names given as strings (`importlib.import_module("glowrl.x")`, or a table of
-them that a lazy `__getattr__` imports from): any string constant that is exactly a glowrl module name counts. Each module belongs to the
-layer of the longest prefix listed in [`LAYERS`]; a module that matches none fails the test, so a new module has to
-be given a place. Also: only the CLI exits or has a `__main__` block.
+relative and absolute, and module names given as strings (`importlib.import_module("glowrl.x")`, or a table of them
+that a lazy `__getattr__` imports from): any string constant that is exactly a glowrl module name counts. Each module
+belongs to the layer of the longest prefix listed in [`LAYERS`]; a module that matches none fails the test, so a new
+module has to be given a place. Also: only the CLI exits or has a `__main__` block.
 
 python -m pytest tests/test_layers.py
 """

@@ -22,8 +22,6 @@ from glowrl.cli import main as glowrl_main
 from glowrl.pipeline import MANIFEST_NAME, run
 
 
-
-
 @pytest.fixture
 def pipeline_recipe(tmp_path, tiny_model_dir, addition_file):
     """The tiny pipeline recipe, shrunk to seconds, with local paths; returns a writer taking section changes."""

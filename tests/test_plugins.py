@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from trl import GRPOConfig, GRPOTrainer
-from utils import REPO
+from utils import REPO, flags
 
 from glowrl.cli import main as glowrl_main
 from glowrl.data import ProblemArguments, build_problem_dataset
@@ -42,59 +42,31 @@ SHORT_GRPO = Algorithm(
     describe=lambda dataset: f"{len(dataset)} problems, rewarded for short answers",
 )
 
-ALGORITHM_MODULE = '''
-from trl import GRPOConfig, GRPOTrainer
+# The README's worked example, verbatim: TRL's experimental GMPO in a module of its own.
+ALGORITHM_MODULE = """
+from trl.experimental.gmpo import GMPOConfig, GMPOTrainer
 
 from glowrl.data import ProblemArguments, build_problem_dataset
+from glowrl.rewards import RewardArguments, get_reward_funcs
 from glowrl.rl import Algorithm
 
-
-def always_one(completions, **kwargs):
-    return [1.0] * len(completions)
-
-
 ALGORITHM = Algorithm(
-    name="constant_reward_grpo",
-    script_types=(ProblemArguments,),
-    config_class=GRPOConfig,
-    trainer_class=GRPOTrainer,
-    build_dataset=lambda problems, training_args: build_problem_dataset(problems),
-    trainer_kwargs=lambda problems: {"reward_funcs": [always_one]},
+    name="gmpo",
+    script_types=(ProblemArguments, RewardArguments),        # glowrl's dataclasses, before the TRL config
+    config_class=GMPOConfig,                                  # every GMPOConfig field becomes a recipe key
+    trainer_class=GMPOTrainer,
+    build_dataset=lambda problems, rewards, training_args: build_problem_dataset(problems),
+    trainer_kwargs=lambda problems, rewards: {"reward_funcs": get_reward_funcs(rewards.reward_funcs)},
 )
-'''
+"""
 
 
 def rl_argv(model, data, out, algorithm):
     return [
-        "rl",
-        "--algorithm",
-        algorithm,
-        "--model_name_or_path",
-        model,
-        "--dataset_paths",
-        data,
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "1",
-        "--num_generations",
-        "4",
-        "--per_device_train_batch_size",
-        "4",
-        "--max_completion_length",
-        "16",
-        "--logging_steps",
-        "1",
-        "--use_cpu",
-        "true",
-        "--bf16",
-        "false",
-        "--gradient_checkpointing",
-        "false",
-        "--report_to",
-        "none",
-        "--save_strategy",
-        "no",
+        *["rl", "--algorithm", algorithm],
+        *flags(model_name_or_path=model, dataset_paths=data, output_dir=out, max_steps=1, logging_steps=1),
+        *flags(num_generations=4, per_device_train_batch_size=4, max_completion_length=16, use_cpu="true"),
+        *flags(bf16="false", gradient_checkpointing="false", report_to="none", save_strategy="no"),
     ]
 
 
@@ -110,12 +82,15 @@ def test_an_algorithm_in_its_own_module_is_found_by_dotted_path(tmp_path, monkey
     package = tmp_path / "my_algorithms"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "constant.py").write_text(ALGORITHM_MODULE)
+    (package / "gmpo.py").write_text(ALGORITHM_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    argv = rl_argv(sft_checkpoint, addition_file, tmp_path / "rl", "my_algorithms.constant")
+    readme = (REPO / "README.md").read_text()
+    assert ALGORITHM_MODULE.strip() in readme  # the README's example is the code tested here
+    argv = rl_argv(sft_checkpoint, addition_file, tmp_path / "rl", "my_algorithms.gmpo")
     assert glowrl_main(argv) == 0
     logs = [e for e in read_log_history(tmp_path / "rl") if "loss" in e]
-    assert logs[0]["rewards/always_one/mean"] == 1.0
+    assert "rewards/math_accuracy/mean" in logs[0] and "rewards/boxed_format/mean" in logs[0]
+    assert get_algorithm("my_algorithms.gmpo").config_class.__name__ == "GMPOConfig"
 
 
 @dataclass

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 import yaml
-from utils import REPO, read_jsonl
+from utils import REPO, assert_entropy_split_recombines, flags, read_jsonl
 
 from glowrl.cli import main as glowrl_main
 from glowrl.data import TrajectoryArguments
@@ -50,24 +50,9 @@ LOGGED = {  # keys every logged training step must have
 
 def rl_argv(recipe, algorithm, model, data, out, *extra):
     return [
-        "rl",
-        "--config",
-        str(REPO / f"recipes/tiny/{recipe}.yaml"),
-        "--algorithm",
-        algorithm,
-        "--model_name_or_path",
-        model,
-        "--dataset_paths",
-        data,
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "2",
-        "--logging_steps",
-        "1",
-        "--save_strategy",
-        "no",
-        *extra,
+        *["rl", "--config", str(REPO / f"recipes/tiny/{recipe}.yaml"), "--algorithm", algorithm],
+        *flags(model_name_or_path=model, dataset_paths=data, output_dir=out, max_steps=2, logging_steps=1),
+        *["--save_strategy", "no", *extra],
     ]
 
 
@@ -94,13 +79,7 @@ def test_two_steps_from_the_sft_checkpoint_save_a_model_and_log_the_algorithm_me
         rows = read_jsonl(out / "entropy.jsonl")
         assert [r["step"] for r in rows] == [1, 2]
         assert "entropy/initial" in rows[0] and sum("entropy/initial" in e for e in state["log_history"]) == 1
-        for row in rows:
-            # One micro-batch per step: the token-weighted correct/incorrect split recombines to TRL's `entropy`.
-            tokens_c, tokens_i = row["entropy/tokens_correct"], row["entropy/tokens_incorrect"]
-            combined = (tokens_c * row.get("entropy/correct", 0.0) + tokens_i * row.get("entropy/incorrect", 0.0)) / (
-                tokens_c + tokens_i
-            )
-            assert combined == pytest.approx(row["entropy"], abs=1e-5)
+        assert_entropy_split_recombines(rows)
 
 
 def test_dpo_pairs_each_incorrect_trajectory_with_a_correct_one_of_its_problem(trajectory_file):
@@ -188,7 +167,7 @@ def test_algorithm_comes_from_the_flag_then_the_recipe_and_picks_the_dataclasses
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     argv = ["--config", str(tmp_path / "r.yaml"), *(["--algorithm", flag] if flag else []), "--seed", "3"]
     argv += ["--use_cpu", "true", "--bf16", "false"]
-    rl_args, *_, training_args, model_args = parse_stage_args(get_stage("rl"), argv)
+    rl_args, *_, training_args, _ = parse_stage_args(get_stage("rl"), argv)
     assert rl_args.algorithm == expected
     config_classes = {"grpo": "RolloutEntropyGRPOConfig", "rloo": "RolloutEntropyRLOOConfig", "dpo": "DPOConfig"}
     assert type(training_args).__name__ == config_classes.get(expected, "KTOConfig")
@@ -199,7 +178,7 @@ def test_algorithm_comes_from_the_flag_then_the_recipe_and_picks_the_dataclasses
     ("extra", "message"),
     [
         (["--per_device_train_batch_size", "6"], "make it a multiple of num_generations"),
-        (["--num_generations", "1", "--per_device_train_batch_size", "4"], "num_generations must be at least 2 (RLOO"),
+        (["--num_generations", "1", "--per_device_train_batch_size", "4"], "num_generations must be at least 2"),
         (["--use_vllm", "true"], "use_vllm: true needs vLLM"),
     ],
 )

@@ -41,9 +41,7 @@ def test_rollout_trainers_keep_metrics_and_the_completion_mask(trainer):
 @pytest.mark.parametrize("config", [trl.GRPOConfig, trl.RLOOConfig])
 def test_rollout_batch_error_still_has_the_text_glowrl_rewrites(config, tmp_path):
     with pytest.raises(ValueError, match=_trl_compat.ROLLOUT_BATCH_ERROR):
-        config(
-            output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=6, num_generations=4
-        )
+        config(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=6, num_generations=4)
 
 
 def test_checkpoint_dir_is_where_the_trainer_saves(tmp_path):

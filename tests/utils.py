@@ -7,7 +7,7 @@ from glowrl.io import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "cpu_training_args", "read_jsonl"]
+__all__ = ["REPO", "assert_entropy_split_recombines", "cpu_training_args", "flags", "read_jsonl"]
 
 
 def cpu_training_args(output_dir, **overrides) -> dict:
@@ -26,3 +26,19 @@ def cpu_training_args(output_dir, **overrides) -> dict:
         "dataloader_num_workers": 0,
         **overrides,
     }
+
+
+def flags(**values) -> list[str]:
+    """`--key value` command-line pairs, in order: `flags(max_steps=2)` -> `["--max_steps", "2"]`."""
+    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
+
+
+def assert_entropy_split_recombines(rows: list[dict]) -> None:
+    """With every rollout scored and one micro-batch per step, the token-weighted combination of entropy/correct and
+    entropy/incorrect is TRL's own `entropy` for that step."""
+    for row in rows:
+        tokens_c, tokens_i = row["entropy/tokens_correct"], row["entropy/tokens_incorrect"]
+        combined = (tokens_c * row.get("entropy/correct", 0.0) + tokens_i * row.get("entropy/incorrect", 0.0)) / (
+            tokens_c + tokens_i
+        )
+        assert abs(combined - row["entropy"]) <= 1e-5, row

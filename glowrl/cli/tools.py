@@ -241,7 +241,9 @@ def arithmetic_data(argv):
     if Path(args.output).exists() and not args.overwrite:
         raise GlowrlError(f"--output: {args.output} exists; pass --overwrite to replace it")
     rows = generate_trajectories(
-        args.num_problems, args.seed, samples_per_problem=args.samples_per_problem,
+        args.num_problems,
+        args.seed,
+        samples_per_problem=args.samples_per_problem,
         negative_fraction=args.negative_fraction,
     )
     write_jsonl(rows, args.output)

@@ -18,6 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
+def _save(fig, output: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
+
+
 def weight_summary(glow_samples: Path) -> list[dict]:
     """Per epoch: mean GLOW weight and mean gain of positives and of negatives."""
     groups = defaultdict(list)
@@ -63,10 +70,7 @@ def plot_glow_weights(glow_samples: Path, output: Path, max_panels: int = 8) -> 
     for ax in axes[-1]:
         ax.set_xlabel("GLOW weight")
     fig.suptitle("GLOW weights per epoch: positives vs negatives")
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return _save(fig, output)
 
 
 def plot_sft_loss(stage_dir: Path, output: Path) -> Path:
@@ -88,10 +92,7 @@ def plot_sft_loss(stage_dir: Path, output: Path) -> Path:
         twin.legend(loc="upper center", fontsize=7)
     ax.legend(loc="upper right", fontsize=7)
     ax.set_title("SFT")
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return _save(fig, output)
 
 
 def plot_rl(stage_dir: Path, output: Path) -> Path:
@@ -126,10 +127,7 @@ def plot_rl(stage_dir: Path, output: Path) -> Path:
     right.set_ylabel("entropy (nats/token)")
     right.legend(fontsize=7)
     right.set_title("policy entropy during rollouts")
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return _save(fig, output)
 
 
 def plot_compare(table: list[dict], output: Path) -> Path:
@@ -152,7 +150,4 @@ def plot_compare(table: list[dict], output: Path) -> Path:
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=7)
     ax.set_title("data arms (mean ± std over seeds)")
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return _save(fig, output)

@@ -254,15 +254,22 @@ def run_compare(root: Path, size_name: str, size: dict, seeds: int) -> dict:
     summary = {"size": size_name, "seeds": seeds, "table": table, "runs": results, "elapsed_s": time.time() - start}
     write_json(summary, root / "compare.json")
     write_text_atomic(
-        root / "compare.md", f"# glowrl demo --compare ({size_name}, {seeds} seeds)\n\n{markdown}\n\n![arms](compare.png)\n"
+        root / "compare.md",
+        f"# glowrl demo --compare ({size_name}, {seeds} seeds)\n\n{markdown}\n\n![arms](compare.png)\n",
     )
     print("\n" + markdown)
     print(f"== done in {time.time() - start:.0f}s: {root / 'compare.md'}")
     return summary
 
 
-def run(output_dir: str | Path, size: str = "full", compare: bool = False, seeds: int = 3, sft_epochs=None,
-        overwrite: bool = False) -> dict:
+def run(
+    output_dir: str | Path,
+    size: str = "full",
+    compare: bool = False,
+    seeds: int = 3,
+    sft_epochs=None,
+    overwrite: bool = False,
+) -> dict:
     """Run the demo (or, with `compare`, the data-arm comparison) into `output_dir`; returns the report."""
     root = Path(output_dir)
     if root.exists() and not root.is_dir():

@@ -24,7 +24,7 @@ _EXPORTS = {
     "default_ks": "glowrl.evaluation.run",
     "evaluate": "glowrl.evaluation.run",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name):

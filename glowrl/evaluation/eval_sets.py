@@ -1,6 +1,6 @@
 """Evaluation sets: the five shipped benchmark files, custom JSONL files, and the GPQA option shuffle.
 
-The shipped files are the GLOW paper's public evaluation files, unchanged, under `glowrl/assets/eval_sets/`. Each is read
+The shipped files are the GLOW paper's public evaluation files, unchanged, in `glowrl/assets/eval_sets/`. Each is read
 through a [`BenchmarkSpec`] that names its question, answer and id fields and how it is scored (`kind`). Any other
 JSON Lines file becomes a benchmark through the same spec, built from command-line field names.
 

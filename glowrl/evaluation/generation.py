@@ -44,6 +44,7 @@ from ..errors import EvaluationError
 from ..models import load_tokenizer as load_model_tokenizer
 from .metrics import token_entropy
 
+
 VLLM_LOGPROBS = 20  # vLLM's default `max_logprobs`: the most log-probabilities it returns per step
 
 
@@ -70,7 +71,7 @@ class Completion:
 
 
 def load_tokenizer(model: str) -> PreTrainedTokenizerBase:
-    """The tokenizer of `model` (a local directory or a Hub id), which must carry a chat template (prompts are chats)."""
+    """The tokenizer of `model` (local directory or Hub id); it must carry a chat template (prompts are chats)."""
     return load_model_tokenizer(model, field="--model", require_chat_template=True)
 
 

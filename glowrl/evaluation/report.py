@@ -1,6 +1,5 @@
 """Results of an evaluation: in-domain / out-of-domain averages and the markdown table."""
 
-
 COUNT_KEYS = ("num_problems", "num_samples", "num_unscorable")
 PERCENT_KEYS = ("accuracy", "no_answer_rate", "truncated_rate")
 DOMAINS = {"in_domain": "in-domain avg", "out_of_domain": "out-of-domain avg"}

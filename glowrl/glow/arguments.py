@@ -83,7 +83,6 @@ class GLOWArguments:
     )
 
 
-
 def check_glow_arguments(args) -> None:
     """Raise a [`~glowrl.errors.RecipeError`] naming the field for a GLOW value out of range."""
     checks = [

@@ -28,7 +28,11 @@ class GLOWConfig(GLOWArguments, SFTConfig):
             return
         # Each of these loses per-sample identity or replaces the per-token loss GLOW reweights.
         checks = [
-            (self.packing, "packing", "cannot be used with GLOW (packed rows lose per-sample identity); set packing: false"),
+            (
+                self.packing,
+                "packing",
+                "cannot be used with GLOW (packed rows lose per-sample identity); set packing: false",
+            ),
             (
                 self.padding_free,
                 "padding_free",

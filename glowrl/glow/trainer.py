@@ -2,7 +2,8 @@
 
 Paper: [Learning from Mistakes: Negative Reasoning Samples Enhance Out-of-Domain
 Generalization](https://huggingface.co/papers/2601.04992). The maths is in [`~glowrl.glow.weights.glow_weights`];
-[`GLOWTrainer`] only wires it into TRL's [`~trl.SFTTrainer`] (its private TRL hooks are listed in `glowrl._trl_compat`).
+[`GLOWTrainer`] only wires it into TRL's [`~trl.SFTTrainer`] (its private TRL hooks are listed in
+`glowrl._trl_compat`).
 
 How this differs from the published code (a LLaMA-Factory fork), and why:
 - the per-sample losses come from TRL's fused LM head in the training forward itself; the published code upcasts the

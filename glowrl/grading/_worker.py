@@ -1,7 +1,7 @@
 """The grading worker: a child process that parses and verifies (answer, gold) pairs with math-verify.
 
-Run by [`~glowrl.grading.verifier`] as a standalone file (`runpy.run_path`), so it imports only the standard library and
-math-verify. It reads JSON lines `{"timeout": s, "pairs": [[answer, gold], ...]}` on stdin and writes, per pair,
+Run by [`~glowrl.grading.verifier`] as a standalone file (`runpy.run_path`), so it imports only the standard library
+and math-verify. It reads JSON lines `{"timeout": s, "pairs": [[answer, gold], ...]}` on stdin and writes, per pair,
 `[gold parses]` and then, when it does, `[score]`. The parent enforces the time bound by killing it.
 """
 

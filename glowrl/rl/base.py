@@ -76,9 +76,7 @@ def register_algorithm(algorithm: Algorithm) -> Algorithm:
 
 def available_algorithms() -> list[str]:
     """The names `rl.algorithm` accepts without a dotted path: the shipped modules, then the registered ones."""
-    shipped = [
-        m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in _NOT_ALGORITHMS
-    ]
+    shipped = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in _NOT_ALGORITHMS]
     return [*sorted(shipped), *(name for name in _registered if name not in shipped)]
 
 
@@ -97,7 +95,9 @@ def get_algorithm(name) -> Algorithm:
         try:
             module = import_module(name)
         except ImportError as error:
-            raise RecipeError(f"rl.algorithm: cannot import {name!r} ({error}); give a module that exports ALGORITHM") from None
+            raise RecipeError(
+                f"rl.algorithm: cannot import {name!r} ({error}); give a module that exports ALGORITHM"
+            ) from None
     else:
         raise RecipeError(
             f"rl.algorithm: unknown algorithm {name!r}; choose one of {', '.join(valid)}, or a dotted module path "

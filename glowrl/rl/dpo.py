@@ -68,11 +68,13 @@ def build_dpo_dataset(args: TrajectoryArguments, training_args=None):
     return Dataset.from_list(rows)
 
 
-ALGORITHM = Algorithm(
-    name="dpo",
-    script_types=(TrajectoryArguments,),
-    config_class=DPOConfig,
-    trainer_class=DPOTrainer,
-    build_dataset=build_dpo_dataset,
-    describe=lambda dataset: f"{len(dataset)} (chosen, rejected) pairs",
+def preference_algorithm(name: str, config_class, trainer_class, build_dataset, describe, check=None) -> Algorithm:
+    """The record of an offline algorithm on the SFT trajectories (DPO, KTO): TRL's config and trainer as they are."""
+    return Algorithm(
+        name, (TrajectoryArguments,), config_class, trainer_class, build_dataset, check=check, describe=describe
+    )
+
+
+ALGORITHM = preference_algorithm(
+    "dpo", DPOConfig, DPOTrainer, build_dpo_dataset, lambda dataset: f"{len(dataset)} (chosen, rejected) pairs"
 )

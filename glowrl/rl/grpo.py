@@ -1,7 +1,8 @@
 """GRPO with verifiable math rewards, from the GLOW SFT checkpoint, with policy entropy during rollouts.
 
     glowrl rl --config recipes/tiny/grpo.yaml --model_name_or_path outputs/tiny/sft
-    accelerate launch --config_file accelerate_configs/zero3.yaml -m glowrl rl --config recipes/qwen2.5-7b/grpo_vllm.yaml
+    accelerate launch --config_file accelerate_configs/zero3.yaml -m glowrl rl \
+        --config recipes/qwen2.5-7b/grpo_vllm.yaml
 
 Prompts are built from the dataset's problem column with the same system prompt and instruction as SFT and evaluation
 (`glowrl.data.problems`); rewards are `glowrl.rewards` by name. Every `trl.GRPOConfig` option is a recipe key: loss
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 
 from trl import GRPOConfig, GRPOTrainer
 
-from .._trl_compat import post_init_rollout_config
 from ..data import ProblemArguments, build_problem_dataset
 from ..rewards import RewardArguments, get_reward_funcs
 from ..rollout_entropy import RolloutEntropyArguments, RolloutEntropyMixin
@@ -24,14 +24,9 @@ from .base import Algorithm
 class RolloutEntropyGRPOConfig(RolloutEntropyArguments, GRPOConfig):
     # docstyle-ignore
     r"""
-    Configuration class for the [`RolloutEntropyGRPOTrainer`].
-
-    Every parameter of [`~trl.GRPOConfig`], plus [`~glowrl.rollout_entropy.RolloutEntropyArguments`]
-    (`log_rollout_entropy`, `entropy_correctness_reward`). Batch and vLLM errors name the fix.
+    Configuration class for the [`RolloutEntropyGRPOTrainer`]: every parameter of [`~trl.GRPOConfig`], plus
+    [`~glowrl.rollout_entropy.RolloutEntropyArguments`] (`log_rollout_entropy`, `entropy_correctness_reward`).
     """
-
-    def __post_init__(self):
-        post_init_rollout_config(self, super().__post_init__, "GRPO")
 
 
 class RolloutEntropyGRPOTrainer(RolloutEntropyMixin, GRPOTrainer):
@@ -42,12 +37,6 @@ class RolloutEntropyGRPOTrainer(RolloutEntropyMixin, GRPOTrainer):
     `entropy/incorrect` and, once, `entropy/initial` are logged from the per-token entropies GRPO already computes,
     and `<output_dir>/entropy.jsonl` gets one line per optimizer step.
     """
-
-    _tag_names = ["trl", "grpo", "glowrl"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_rollout_entropy()
 
 
 def rollout_algorithm(name: str, config_class: type, trainer_class: type) -> Algorithm:

@@ -11,8 +11,7 @@ from trl import KTOConfig, KTOTrainer
 
 from ..data import TrajectoryArguments, build_trajectory_dataset, label_counts
 from ..errors import DataError, RecipeError
-from .base import Algorithm
-from .dpo import missing_labels_fix
+from .dpo import missing_labels_fix, preference_algorithm
 
 
 def check_kto_batch(args: TrajectoryArguments, training_args: KTOConfig) -> None:
@@ -54,12 +53,4 @@ def _describe(dataset) -> str:
     return f"{len(dataset)} trajectories ({desirable} desirable, {len(dataset) - desirable} undesirable)"
 
 
-ALGORITHM = Algorithm(
-    name="kto",
-    script_types=(TrajectoryArguments,),
-    config_class=KTOConfig,
-    trainer_class=KTOTrainer,
-    build_dataset=build_kto_dataset,
-    check=check_kto_batch,
-    describe=_describe,
-)
+ALGORITHM = preference_algorithm("kto", KTOConfig, KTOTrainer, build_kto_dataset, _describe, check=check_kto_batch)

@@ -13,38 +13,17 @@ from dataclasses import dataclass
 
 from trl import RLOOConfig, RLOOTrainer
 
-from .._trl_compat import post_init_rollout_config
 from ..rollout_entropy import RolloutEntropyArguments, RolloutEntropyMixin
 from .grpo import rollout_algorithm
 
 
 @dataclass
 class RolloutEntropyRLOOConfig(RolloutEntropyArguments, RLOOConfig):
-    # docstyle-ignore
-    r"""
-    Configuration class for the [`RolloutEntropyRLOOTrainer`].
-
-    Every parameter of [`~trl.RLOOConfig`], plus [`~glowrl.rollout_entropy.RolloutEntropyArguments`]
-    (`log_rollout_entropy`, `entropy_correctness_reward`). Batch and vLLM errors name the fix.
-    """
-
-    def __post_init__(self):
-        post_init_rollout_config(self, super().__post_init__, "RLOO")
+    """[`~trl.RLOOConfig`] plus `log_rollout_entropy` and `entropy_correctness_reward` (as the GRPO config)."""
 
 
 class RolloutEntropyRLOOTrainer(RolloutEntropyMixin, RLOOTrainer):
-    """
-    [`~trl.RLOOTrainer`] that also logs policy entropy during rollouts.
-
-    The only change is [`~glowrl.rollout_entropy.RolloutEntropyMixin`], as in
-    [`~glowrl.rl.grpo.RolloutEntropyGRPOTrainer`].
-    """
-
-    _tag_names = ["trl", "rloo", "glowrl"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_rollout_entropy()
+    """[`~trl.RLOOTrainer`] plus the `entropy/*` rollout figures, as [`~glowrl.rl.grpo.RolloutEntropyGRPOTrainer`]."""
 
 
 ALGORITHM = rollout_algorithm("rloo", RolloutEntropyRLOOConfig, RolloutEntropyRLOOTrainer)

@@ -131,7 +131,9 @@ def resolve_recipe(recipe: dict) -> dict[str, dict]:
             "to <output_root>/<stage>) or an output_dir inside each section"
         )
     stages = {name: get_stage(name) for name in sections}
-    known = {name: field_names(selected_dataclass_types(stages[name], {**shared, **sections[name]})) for name in sections}
+    known = {
+        name: field_names(selected_dataclass_types(stages[name], {**shared, **sections[name]})) for name in sections
+    }
     for key in shared:
         if key not in PIPELINE_KEYS and not any(key in fields for fields in known.values()):
             raise unknown_key_error(key, set().union(*known.values()) | set(PIPELINE_KEYS), "the recipe")

@@ -45,6 +45,8 @@ def train_and_save(trainer_class, model_args, training_args, dataset, tokenizer,
     trainer.save_model(training_args.output_dir)
     trainer.save_state()  # the log history the pipeline summarises
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
-    # Tear the process group down before exit: a gloo group left to the interpreter's shutdown can abort a rank.
+    # Every rank reaches the end before the process group is torn down, so that no rank exits (and no group is left
+    # to the interpreter's shutdown) while another is still saving.
+    trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
     return trainer
