@@ -19,6 +19,7 @@ What is private, and where it is used:
 Imports TRL only inside functions: importing this module is free.
 """
 
+import contextlib
 import os
 
 
@@ -46,6 +47,18 @@ OVERRIDDEN = {
 }
 FUSED_LM_HEAD_FLAG = "fused_lm_head"  # SFTTrainer.compute_loss calls model(**inputs, fused_lm_head=True)
 ROLLOUT_BATCH_ERROR = "divisible by num_generations"  # GRPOConfig/RLOOConfig.__post_init__'s batch error
+_validation_world_size: int | None = None
+
+
+@contextlib.contextmanager
+def validating_for_world_size(world_size: int):
+    """Check rollout configs built inside this block against `world_size` processes (the launch's), not this one."""
+    global _validation_world_size
+    previous, _validation_world_size = _validation_world_size, world_size
+    try:
+        yield
+    finally:
+        _validation_world_size = previous
 
 
 def trl_metrics(trainer, mode: str = "train") -> dict:
@@ -97,9 +110,13 @@ def post_init_rollout_config(args, parent_post_init) -> None:
         if ROLLOUT_BATCH_ERROR not in str(e):
             raise
         per_device, steps = args.per_device_train_batch_size, args.steps_per_generation or 1
+        world_size = _validation_world_size or args.world_size
+        derived = args.generation_batch_size == per_device * args.world_size * steps  # not set by the user
+        if derived and (per_device * world_size * steps) % args.num_generations == 0:
+            return  # a pre-launch check, in one process, of a run that will have `world_size` processes
         raise ValueError(
             f"per_device_train_batch_size: {e}: the generation batch is per_device_train_batch_size "
-            f"({per_device}) × processes ({args.world_size}) × steps_per_generation ({steps}) completions; make "
+            f"({per_device}) × processes ({world_size}) × steps_per_generation ({steps}) completions; make "
             f"it a multiple of num_generations, e.g. per_device_train_batch_size: {args.num_generations}, or a "
-            f"num_generations that divides {per_device * args.world_size * steps}"
+            f"num_generations that divides {per_device * world_size * steps}"
         ) from None

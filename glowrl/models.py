@@ -32,6 +32,11 @@ def check_model_path(name: str | None, field: str = "model_name_or_path") -> Non
             "with the model (tokenizer.save_pretrained)"
         )
     if not (path / "config.json").is_file():
+        if (path / "adapter_config.json").is_file():
+            raise GlowrlError(
+                f"{field}: {name} is a LoRA adapter with no model; give the merged model directory (glowrl's stages "
+                "save one beside their adapter), or merge the adapter into its base model with PEFT's merge_and_unload"
+            )
         raise GlowrlError(f"{field}: {name} holds no config.json; give a directory written by save_pretrained")
 
 

@@ -13,14 +13,14 @@ What it does:
 3. records every stage's status (pending/running/done/failed), start and end time, resolved config and command,
    with the package versions and git commit, in `<output_root>/pipeline.json`.
 
-Re-running the same recipe skips finished stages and resumes an interrupted one from its last checkpoint. A failed
-stage stops the pipeline with a non-zero exit. A finished stage is never overwritten without `--overwrite`, and an
-output root holding a run of a different recipe is refused.
+Re-running the same recipe skips finished stages and resumes an interrupted one from its last complete checkpoint. A
+failed stage stops the pipeline with a non-zero exit. SIGINT/SIGTERM reach the running stage, which is recorded as
+`interrupted`. Nothing is replaced without `--overwrite` (see [`plan_stages`]), and nothing is deleted or launched
+before every stage's values, paths and data are checked. One pipeline at a time holds an output root.
 """
 
 import datetime
 import json
-import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -28,10 +28,14 @@ from pathlib import Path
 
 import yaml
 
+from ._trl_compat import validating_for_world_size
+from .checkpoints import last_complete_checkpoint
 from .errors import RecipeError
 from .io import read_log_history, read_trainer_state, write_json, write_text_atomic
-from .recipe import apply_env, apply_overrides, load_recipe
-from .stages import available_stages, resolve_recipe
+from .outputs import RunLock, check_output, clear_dir
+from .processes import RunInterrupted, run_child
+from .recipe import apply_env, apply_overrides, field_names, load_recipe, parse_dataclasses
+from .stages import available_stages, get_stage, resolve_recipe, selected_dataclass_types
 
 
 MANIFEST_NAME = "pipeline.json"
@@ -72,9 +76,11 @@ def _now() -> str:
 
 def stage_command(stage: str, recipe_path: Path, accelerate_config: str | None, resume: str | None) -> list[str]:
     """The `accelerate launch -m glowrl <stage>` command line of one stage."""
-    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]  # the stage's own error, no traceback
     if accelerate_config:
         command += ["--config_file", accelerate_config]
+    else:  # one process; said explicitly, or accelerate lists the defaults it assumed
+        command += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command += ["-m", "glowrl", stage, "--config", str(recipe_path)]
     if resume:
         command += ["--resume_from_checkpoint", resume]
@@ -108,85 +114,143 @@ def banner(text: str):
     print(f"\n━━ {text} {line}", flush=True)
 
 
-def plan_stages(resolved: dict, manifest: dict | None, root: Path, overwrite: bool) -> dict:
-    """Decide, stage by stage, what a (re-)run does, refusing to overwrite finished or foreign outputs.
+def validate(resolved: dict, accelerate_config: str | None) -> None:
+    """Check every stage's values, paths and data before anything is deleted, written or launched.
 
-    A stage that is done with the same config is skipped. A finished stage whose config changed, or an output
-    directory this pipeline did not write, is refused unless `overwrite`. An unfinished stage runs, resuming from its
-    last checkpoint only if its config is unchanged. Once a stage runs, every later stage runs again too, since it
-    may start from that stage's output.
+    Each stage's values are parsed into its dataclasses (types, ranges, TRL's own config checks) and its `check`
+    runs (model and data paths, columns), skipping what earlier stages will produce. Hardware values are checked
+    when the stage starts where it runs: here `use_cpu`/`bf16`/`use_vllm` are set for this machine, and GRPO's batch
+    rule is checked against the launch's number of processes, not this one process.
+    """
+    world_size = 1
+    if accelerate_config:
+        world_size = int((yaml.safe_load(Path(accelerate_config).read_text()) or {}).get("num_processes") or 1)
+    produced = set()
+    for name, values in resolved.items():
+        stage = get_stage(name)
+        types = selected_dataclass_types(stage, values)
+        known = field_names(types)
+        here = {k: v for k, v in (("use_cpu", True), ("bf16", False), ("use_vllm", False)) if k in known}
+        with validating_for_world_size(world_size):
+            parsed = parse_dataclasses(types, {**values, **here}, where=f"section {name}:")
+        linked = {key for key, kind in stage.inputs.items() if kind in produced} | {"output_dir"}
+        if stage.check is not None:
+            stage.check(*parsed, linked=linked)
+        inputs = {key: values.get(key) for key in ("model_name_or_path", "dataset_paths", "teacher")}
+        check_output(values["output_dir"], f"{name}.output_dir", resume=True, inputs=inputs)  # its own input?
+        produced |= set(stage.outputs(values))
+
+
+def _warn(message: str) -> None:
+    print(f"glowrl: warning: {message}", flush=True)
+
+
+def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
+    """Decide, stage by stage, what a (re-)run does, refusing to replace what the user did not ask to replace.
+
+    Each stage gets an `action`:
+    - `skip`: finished with the same config (and nothing before it runs again);
+    - `resume`: unfinished (running, failed, interrupted) with the same config, from its last complete checkpoint;
+    - `run`: its output directory is empty or missing;
+    - `replace`: its output is cleared first: with `--overwrite`, or when it holds only this pipeline's own unfinished
+      attempt with no complete checkpoint to lose.
+    Anything else (a finished stage of another config, files this pipeline never recorded, an unfinished run of another
+    config with checkpoints) is refused, naming the stage, the directory and the fix. Nothing is deleted here.
 
     Returns:
-        `dict`: the stages' manifest entries (status `done` for the ones to skip, `pending` otherwise).
+        `dict`: the stages' manifest entries, each with its `action` (and `resume_from` for `resume`).
     """
     previous = (manifest or {}).get("stages", {})
-    stages, upstream_reran = {}, False
+    stages, upstream_runs = {}, False
     for stage, config in resolved.items():
         old = previous.get(stage)
         output_dir = Path(config["output_dir"])
+        holds_files = output_dir.is_dir() and any(output_dir.iterdir())
         same = old is not None and old["config"] == config
+        unfinished = old is not None and old["status"] in ("running", "failed", "interrupted", "pending")
+        checkpoint = last_complete_checkpoint(output_dir, warn=_warn) if holds_files else None
+        entry = {"status": "pending", "config": config}
         if overwrite:
-            shutil.rmtree(output_dir, ignore_errors=True)
-        elif old is not None and old["status"] == "done" and not same:
-            raise RecipeError(
-                f"output_root: {root} holds a finished {stage} stage of a different recipe "
-                f"({(manifest or {}).get('recipe')}); choose another output_root, or pass --overwrite to replace it"
-            )
-        elif old is None and output_dir.is_dir() and any(output_dir.iterdir()):
-            raise RecipeError(
-                f"output_root: {output_dir} already holds files not written by this pipeline (no record in "
-                f"{MANIFEST_NAME}); choose another output_root, or pass --overwrite to replace them"
-            )
-        if same and not overwrite and not (upstream_reran and old["status"] == "done"):
-            stages[stage] = {**old, "config": config}
+            action = "replace" if holds_files else "run"
+        elif same and old["status"] == "done" and not upstream_runs:
+            entry, action = {**old, "config": config}, "skip"
+        elif same and unfinished and checkpoint:
+            action, entry["resume_from"] = "resume", checkpoint
+        elif not holds_files:
+            action = "run"
+        elif old is not None and unfinished and not checkpoint:
+            action = "replace"  # this pipeline's own attempt, with nothing resumable in it
         else:
-            stages[stage] = {"status": "pending", "config": config}
-        upstream_reran = upstream_reran or stages[stage]["status"] != "done"
+            if old is None:
+                why = f"{output_dir} holds files this pipeline never wrote (no record in {MANIFEST_NAME})"
+            elif old["status"] == "done":
+                why = f"{output_dir} holds a finished {stage} stage of another config ({manifest.get('recipe')})"
+            else:
+                why = f"{output_dir} holds an unfinished {stage} run of another config, with checkpoint {checkpoint}"
+            raise RecipeError(f"{stage}: {why}; choose another output_root, or pass --overwrite to replace it")
+        entry["action"] = action
+        stages[stage] = entry
+        upstream_runs = upstream_runs or action != "skip"
     return stages
 
 
-def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launcher=subprocess.call) -> int:
-    """Run the pipeline; returns the exit status (0 when every stage is done)."""
-    from transformers.trainer_utils import get_last_checkpoint
+def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launcher=run_child) -> int:
+    """Run the pipeline; returns the exit status (0 when every stage is done).
 
+    Raises:
+        RunInterrupted: when SIGINT or SIGTERM stopped a stage (it is recorded as `interrupted`; a re-run resumes).
+    """
     recipe = apply_overrides(load_recipe(recipe_path), overrides, available_stages())
     apply_env(recipe)
     resolved = resolve_recipe(recipe)
     config = recipe.get("accelerate_config")
     if config and not Path(config).is_file():
         raise RecipeError(f"accelerate_config: {config} does not exist; give a file from accelerate_configs/")
+    validate(resolved, config)
     root = Path(recipe["output_root"])
+    check_output(root, "output_root", overwrite=True)  # a file, or not writable: refused here
+    with RunLock(root):
+        manifest_path = root / MANIFEST_NAME
+        previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        manifest = {
+            "recipe": str(recipe_path),
+            "created": (previous or {}).get("created", _now()),
+            **environment(),
+            "stages": plan_stages(resolved, previous, overwrite),
+        }
+        return _run_stages(root, resolved, manifest, config, launcher)
+
+
+def _run_stages(root: Path, resolved: dict, manifest: dict, config: str | None, launcher) -> int:
     manifest_path = root / MANIFEST_NAME
-    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-    manifest = {
-        "recipe": str(recipe_path),
-        "created": (previous or {}).get("created", _now()),
-        **environment(),
-        "stages": plan_stages(resolved, previous, root, overwrite),
-    }
     stages = list(resolved)
     for index, stage in enumerate(stages, 1):
         info = manifest["stages"][stage]
+        action = info.pop("action")
         algorithm = resolved[stage].get("algorithm")
         title = f"stage {index}/{len(stages)}: {stage}" + (f" ({algorithm})" if algorithm else "")
-        if info["status"] == "done":
+        if action == "skip":
             banner(f"{title} — done at {info['ended']}, skipped")
             continue
-        stage_recipe = write_text_atomic(
-            root / "recipes" / f"{stage}.yaml", yaml.safe_dump(resolved[stage], sort_keys=False)
-        )
         stage_dir = Path(resolved[stage]["output_dir"])
-        # `pending` with a kept checkpoint means an interrupted run of this very config (a changed config is new).
-        interrupted = (previous or {}).get("stages", {}).get(stage, {})
-        unchanged = interrupted.get("config") == resolved[stage] and interrupted.get("status") in ("running", "failed")
-        resume = get_last_checkpoint(str(stage_dir)) if unchanged and stage_dir.is_dir() else None
+        if action == "replace":
+            clear_dir(stage_dir)
+        resume = info.pop("resume_from", None)
+        values = resolved[stage]
+        stage_recipe = write_text_atomic(root / "recipes" / f"{stage}.yaml", yaml.safe_dump(values, sort_keys=False))
         command = stage_command(stage, stage_recipe, config, resume)
         banner(title + (f" — resuming from {resume}" if resume else ""))
         print("$ " + " ".join(command), flush=True)
         info.update(status="running", started=_now(), command=command, resumed_from=resume)
         info.pop("ended", None)
         write_json(manifest, manifest_path)
-        returncode = launcher(command)
+        try:
+            returncode = launcher(command)
+        except RunInterrupted:
+            info.update(status="interrupted", ended=_now())
+            write_json(manifest, manifest_path)
+            banner(f"{title} interrupted; re-run the same command to resume from its last complete checkpoint")
+            raise
         info.update(ended=_now(), returncode=returncode)
         if returncode != 0:
             info["status"] = "failed"

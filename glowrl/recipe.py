@@ -18,6 +18,7 @@ by the caller (`glowrl.stages`). Imports transformers only to parse values into 
 """
 
 import difflib
+import math
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -27,8 +28,26 @@ import yaml
 from .errors import RecipeError
 
 
+# transformers' TrainingArguments error for bf16 without a GPU (TRL configs default to bf16: true).
+BF16_ON_CPU_ERROR = "doesn't support bf16/gpu"
 # Keys only the pipeline reads; accepted at the top level of any recipe and ignored by the stages.
 PIPELINE_KEYS = ("output_root", "accelerate_config", "env")
+# Range rules for fields by name, whichever dataclass holds them (every float field must also be finite).
+POSITIVE = {
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "max_completion_length",
+    "max_new_tokens",
+    "logging_steps",
+    "save_steps",
+    "eval_steps",
+    "temperature",
+    "num_samples",
+    "save_total_limit",
+}
+NON_NEGATIVE = {"num_train_epochs", "learning_rate", "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm"}
 
 
 def load_recipe(path: str | Path) -> dict:
@@ -104,25 +123,68 @@ def split_recipe(recipe: dict, stage_names) -> tuple[dict, dict[str, dict]]:
     return shared, sections
 
 
+def check_values(instance) -> None:
+    """Refuse NaN and infinite numbers in any field, and values out of the ranges above, naming the field."""
+    for f in fields(instance):
+        value = getattr(instance, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            raise RecipeError(f"{f.name}: {value} is not a finite number; give a real value")
+        if f.name in POSITIVE and value <= 0:
+            raise RecipeError(f"{f.name} must be positive, got {value}")
+        if f.name in NON_NEGATIVE and value < 0:
+            raise RecipeError(f"{f.name} must not be negative, got {value}")
+    epochs, steps = getattr(instance, "num_train_epochs", None), getattr(instance, "max_steps", None)
+    if epochs is not None and steps is not None and steps <= 0 and epochs <= 0:
+        raise RecipeError(
+            f"num_train_epochs: {epochs} trains nothing (and max_steps is {steps}); give a positive number of epochs "
+            "or a positive max_steps"
+        )
+
+
+def _argument_parser(dataclass_types):
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        # argparse prints a usage dump and exits on a bad value; say which key, value and type instead.
+        def error(self, message):
+            key, _, detail = message.partition(": ")
+            key = key.removeprefix("argument ").split("/")[0].lstrip("-")
+            raise RecipeError(f"{key}: {detail or message} (from the recipe or the command line)")
+
+    return Parser(dataclass_types)
+
+
 def parse_dataclasses(dataclass_types, values: dict, argv: list[str] | None = None, where: str = "the recipe"):
     """Parse `values` (from a recipe) and `--field value` overrides in `argv` into instances of `dataclass_types`.
+
+    Every value is checked: unknown keys, types (one line naming the key, the value and the type), finite numbers
+    and ranges ([`check_values`]), and then each dataclass's own `__post_init__` checks.
 
     Returns:
         `tuple`: one instance per dataclass type, in order.
     """
-    from transformers import HfArgumentParser
-
     known = field_names(dataclass_types)
     for key in values:
         if key not in known:
             raise unknown_key_error(key, known, where)
-    parser = HfArgumentParser(dataclass_types)
+    parser = _argument_parser(dataclass_types)
     parser.set_defaults(**values)
     for action in parser._actions:  # a value from the recipe satisfies a required field
         if action.dest in values:
             action.required = False
-    *parsed, remaining = parser.parse_args_into_dataclasses(args=list(argv or []), return_remaining_strings=True)
+    try:
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=list(argv or []), return_remaining_strings=True)
+    except ValueError as error:
+        if BF16_ON_CPU_ERROR in str(error):  # transformers' own words for TRL's default bf16: true on a CPU
+            raise RecipeError(
+                "bf16: true (TRL's default) needs a GPU with bf16 support; on a CPU set use_cpu: true and bf16: false"
+            ) from None
+        raise
     if remaining:
         flag = remaining[0].lstrip("-").split("=")[0]
         raise unknown_key_error(flag, known, "the command line")
+    for instance in parsed:
+        check_values(instance)
     return tuple(parsed)

@@ -16,6 +16,7 @@ import torch
 from transformers import TrainerCallback
 
 from ._trl_compat import completion_token_mask, local_rows, post_init_rollout_config, trl_metrics
+from .io import read_jsonl, write_jsonl
 
 
 ENTROPY_LOG_NAME = "entropy.jsonl"
@@ -229,8 +230,14 @@ class _EntropyStepEnd(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.global_step == 0 and state.is_world_process_zero:  # a fresh run, not a resume
-            (Path(args.output_dir) / ENTROPY_LOG_NAME).unlink(missing_ok=True)
+        path = Path(args.output_dir) / ENTROPY_LOG_NAME
+        if not state.is_world_process_zero or not path.is_file():
+            return
+        if state.global_step == 0:  # a fresh run, not a resume
+            path.unlink()
+        else:  # a resume: keep the steps the checkpoint holds, drop the ones that will run again
+            rows = [row for row in read_jsonl(path) if row["step"] <= state.global_step]
+            write_jsonl(rows, path)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.trainer._end_entropy_step()

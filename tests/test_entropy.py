@@ -43,3 +43,19 @@ def test_summary_quantiles_and_token_weighted_means():
 def test_summary_omits_a_side_with_no_rollouts():
     figures = summarize_rollout_entropy(torch.tensor([1.0]), torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
     assert "entropy/correct" not in figures and figures["entropy/incorrect"] == 1.0
+
+
+def test_a_resume_keeps_the_logged_steps_up_to_its_checkpoint(tmp_path):
+    """entropy.jsonl after an RL resume holds each step once: the steps after the checkpoint are dropped, then re-run."""
+    from types import SimpleNamespace
+
+    from glowrl.io import read_jsonl, write_jsonl
+    from glowrl.rollout_entropy import ENTROPY_LOG_NAME, _EntropyStepEnd
+
+    path = tmp_path / ENTROPY_LOG_NAME
+    write_jsonl([{"step": s, "entropy": 0.1 * s} for s in range(1, 6)], path)
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    _EntropyStepEnd(None).on_train_begin(args, SimpleNamespace(global_step=3, is_world_process_zero=True), None)
+    assert [row["step"] for row in read_jsonl(path)] == [1, 2, 3]
+    _EntropyStepEnd(None).on_train_begin(args, SimpleNamespace(global_step=0, is_world_process_zero=True), None)
+    assert not path.exists()  # a fresh run starts a fresh log

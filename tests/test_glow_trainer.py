@@ -14,6 +14,7 @@ from utils import cpu_training_args, read_jsonl
 
 from glowrl import GLOWConfig, GLOWTrainer, glow_weights
 from glowrl.data import TrajectoryArguments, build_trajectory_dataset
+from glowrl.glow.samples import INDEX_COLUMN
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +222,58 @@ def test_adds_sample_ids_when_the_dataset_has_none(tiny_model_dir, tokenizer, da
     trainer = make_trainer(
         tiny_model_dir, tokenizer, dataset.remove_columns("sample_id"), tmp_path, num_train_epochs=1
     )
-    assert sorted(trainer.train_dataset["sample_id"]) == list(range(len(dataset)))
+    assert trainer._glow_ids == list(range(len(dataset)))
+    assert sorted(trainer.train_dataset[INDEX_COLUMN]) == list(range(len(dataset)))
+
+
+def test_any_unique_sample_ids_cost_four_bytes_a_sample(tiny_model_dir, tokenizer, dataset, tmp_path):
+    """String ids and a huge integer id are mapped to a dense index: the history has one float32 per sample."""
+    ids = [f"traj-{i}" for i in range(len(dataset) - 1)] + [10**8]
+    trainer = make_trainer(
+        tiny_model_dir,
+        tokenizer,
+        dataset.remove_columns("sample_id").add_column("sample_id", [str(i) for i in ids]),
+        tmp_path,
+        num_train_epochs=2,
+        glow_log_samples=True,
+    )
+    assert trainer._glow_history.shape == (len(dataset),) and trainer._glow_history.dtype == torch.float32
+    trainer.train()
+    visits = read_jsonl(tmp_path / "glow_samples.jsonl")
+    assert {v["sample_id"] for v in visits} == {str(i) for i in ids}  # logged with the user's ids
+    assert sum(v["weight"] != 1.0 for v in visits) > 0
+
+
+def test_duplicate_sample_ids_are_refused(tiny_model_dir, tokenizer, dataset, tmp_path):
+    duplicated = dataset.remove_columns("sample_id").add_column("sample_id", [0] + list(range(len(dataset) - 1)))
+    with pytest.raises(ValueError, match="row 1 has sample_id 0 again"):
+        make_trainer(tiny_model_dir, tokenizer, duplicated, tmp_path, num_train_epochs=1)
+
+
+def test_resume_on_other_data_of_the_same_size_is_refused(tiny_model_dir, tokenizer, dataset, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, num_train_epochs=1, save_strategy="epoch")
+    trainer.train()
+    checkpoint = tmp_path / f"checkpoint-{trainer.state.global_step}"
+    completions = [[{"role": "assistant", "content": "Step 1: changed."}]] * len(dataset)
+    other = dataset.remove_columns("completion").add_column("completion", completions)
+    with pytest.raises(ValueError, match="trained on other data of the same size"):
+        make_trainer(tiny_model_dir, tokenizer, other, tmp_path, num_train_epochs=2).train(str(checkpoint))
+
+
+def test_compute_loss_func_and_context_parallelism_are_refused(tiny_model_dir, tokenizer, dataset, tmp_path):
+    with pytest.raises(ValueError, match="compute_loss_func replaces the per-token loss"):
+        GLOWTrainer(
+            model=tiny_model_dir,
+            args=GLOWConfig(**cpu_training_args(tmp_path)),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.loss,
+        )
+    from accelerate import ParallelismConfig
+
+    for size in ("cp_size", "sp_size"):
+        with pytest.raises(ValueError, match=f"parallelism_config.{size}: 2"):
+            GLOWConfig(**cpu_training_args(tmp_path), parallelism_config=ParallelismConfig(**{size: 2}))
 
 
 def test_unlabelled_trajectories_are_logged_without_a_correct_field(tiny_model_dir, tokenizer, dataset, tmp_path):

@@ -19,7 +19,19 @@ from utils import REPO
 PACKAGE = REPO / "glowrl"
 # Lowest first. A module may import modules of its own layer or of lower ones.
 LAYERS = [
-    ("base utilities", ["glowrl._version", "glowrl.errors", "glowrl.io", "glowrl.chat", "glowrl.recipe"]),
+    (
+        "base utilities",
+        [
+            "glowrl._version",
+            "glowrl.errors",
+            "glowrl.io",
+            "glowrl.chat",
+            "glowrl.recipe",
+            "glowrl.outputs",
+            "glowrl.checkpoints",
+            "glowrl.processes",
+        ],
+    ),
     ("grading, toy task, models, TRL hooks", ["glowrl.grading", "glowrl.toy", "glowrl.models", "glowrl._trl_compat"]),
     ("data", ["glowrl.data"]),
     (

@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from utils import REPO, read_jsonl
 
+from glowrl.checkpoints import COMPLETE_MARKER
 from glowrl.cli import main as glowrl_main
 from glowrl.pipeline import MANIFEST_NAME, run
 
@@ -94,9 +96,20 @@ def test_runs_sft_then_rl_and_skips_finished_stages(pipeline_recipe, tmp_path, c
 
 
 @pytest.mark.slow
-def test_a_failed_sft_stage_stops_the_pipeline(pipeline_recipe, tmp_path):
-    recipe = pipeline_recipe(model_name_or_path=str(tmp_path / "no_such_model"))
-    assert glowrl_main(["pipeline", "--config", recipe]) != 0
+def test_a_failed_sft_stage_stops_the_pipeline_with_its_own_error_line(pipeline_recipe, tmp_path, addition_file):
+    # Line 82 is broken: the pre-launch check reads only the first row, so the stage itself fails, in its process.
+    data = tmp_path / "broken.jsonl"
+    data.write_text(Path(addition_file).read_text() + "{broken\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "glowrl", "pipeline", "--config", pipeline_recipe(dataset_paths=[str(data)])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "CalledProcessError" not in result.stderr, result.stderr[-2000:]
+    assert "broken.jsonl line 82 is not valid JSON" in result.stderr
     info = manifest(tmp_path / "run")
     assert info["stages"]["sft"]["status"] == "failed" and info["stages"]["sft"]["returncode"] != 0
     assert info["stages"]["rl"]["status"] == "pending"
@@ -116,12 +129,11 @@ def test_an_interrupted_sft_stage_resumes_from_its_last_checkpoint(pipeline_reci
     )
     try:
         deadline = time.time() + 300
-        while not list((root / "sft").glob("checkpoint-*/glow_state.pt")) and time.time() < deadline:
+        while not list((root / "sft").glob(f"checkpoint-*/{COMPLETE_MARKER}")) and time.time() < deadline:
             assert process.poll() is None, "the pipeline ended before its first checkpoint"
-            time.sleep(0.5)
-        time.sleep(1)  # let the checkpoint finish writing
+            time.sleep(0.2)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)  # a crash: nothing is recorded; the stage dies with its parent
         process.wait()
     assert manifest(root)["stages"]["sft"]["status"] == "running"
     assert run(recipe, []) == 0
@@ -136,7 +148,79 @@ def test_an_interrupted_sft_stage_resumes_from_its_last_checkpoint(pipeline_reci
     assert {v["epoch"] for v in visits} == {0, 1, 2, 3}
 
 
+def models_equal(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    left, right = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return left.keys() == right.keys() and all(torch.allclose(left[k], right[k], atol=1e-6) for k in left)
+
+
+@pytest.mark.slow
+def test_sigterm_reaches_the_stage_and_a_rerun_resumes_past_a_truncated_checkpoint(pipeline_recipe, tmp_path, capsys):
+    sft = {"num_train_epochs": 4, "save_strategy": "epoch", "save_total_limit": None}
+    reference = pipeline_recipe("reference.yaml", sft=sft, output_root=str(tmp_path / "reference"))
+    assert run(reference, []) == 0
+    recipe = pipeline_recipe(sft=sft)
+    root = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "glowrl", "pipeline", "--config", recipe], cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    while len(list((root / "sft").glob(f"checkpoint-*/{COMPLETE_MARKER}"))) < 2 and time.time() < deadline:
+        assert process.poll() is None, "the pipeline ended before its second checkpoint"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)  # to the pipeline only, as `kill PID` or a scheduler would
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert stderr.strip().splitlines()[-1].startswith("glowrl: error: interrupted by SIGTERM; re-run")
+    assert manifest(root)["stages"]["sft"]["status"] == "interrupted"
+    assert not [p for p in psutil_children_of(process.pid)], "the stage outlived the pipeline"
+
+    newest = max((root / "sft").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a half-written save
+    capsys.readouterr()
+    assert run(recipe, []) == 0
+    out = capsys.readouterr().out
+    assert f"skipping incomplete checkpoint {newest}: model.safetensors is truncated" in out
+    resumed = manifest(root)["stages"]["sft"]["resumed_from"]
+    assert resumed is not None and resumed != str(newest)
+    assert models_equal(root / "sft", tmp_path / "reference" / "sft")  # the same model as an uninterrupted run
+
+
+def psutil_children_of(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (read from /proc), or that still carry the pipeline's stage marker."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            cmdline = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid) or ("glowrl sft --config" in cmdline and "/run/" in cmdline):
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.slow
+def test_two_pipelines_on_one_root_run_once(pipeline_recipe, tmp_path):
+    recipe = pipeline_recipe(sft={"num_train_epochs": 3})
+    command = [sys.executable, "-m", "glowrl", "pipeline", "--config", recipe]
+    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
+    processes.append(subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in processes]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "is in use by another run (glowrl pipeline, pid" in refused.strip().splitlines()[-1]
+    visits = read_jsonl(tmp_path / "run" / "sft" / "glow_samples.jsonl")
+    assert len(visits) == 3 * 81  # one run's visits, not two
+
+
 def succeed(command):
+    """A stand-in stage that succeeds and leaves an output, as a real one would."""
+    config = yaml.safe_load(Path(command[command.index("--config") + 1]).read_text())
+    Path(config["output_dir"]).mkdir(parents=True, exist_ok=True)
+    (Path(config["output_dir"]) / "model.safetensors").write_text("stand-in")
     return 0
 
 
@@ -172,7 +256,7 @@ def test_a_finished_run_of_another_recipe_is_never_overwritten(pipeline_recipe, 
     assert run(pipeline_recipe(), [], launcher=succeed) == 0
     before = manifest(tmp_path / "run")
     assert glowrl_main(["pipeline", "--config", pipeline_recipe(), "--seed", "7"]) == 2
-    assert "holds a finished sft stage of a different recipe" in capsys.readouterr().err
+    assert "holds a finished sft stage of another config" in capsys.readouterr().err
     assert manifest(tmp_path / "run") == before
     assert run(pipeline_recipe(), ["--seed", "7"], overwrite=True, launcher=succeed) == 0
     assert manifest(tmp_path / "run")["stages"]["sft"]["config"]["seed"] == 7
@@ -196,7 +280,7 @@ def test_a_failed_rl_stage_reruns_with_a_fixed_config_and_sft_is_kept(pipeline_r
 def succeed_recording(launched):
     def launcher(command):
         launched.append(launched_stage(command))
-        return 0
+        return succeed(command)
 
     return launcher
 

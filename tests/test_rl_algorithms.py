@@ -143,7 +143,11 @@ def test_preference_data_without_both_kinds_is_one_clear_error_and_writes_nothin
 
 @pytest.mark.parametrize("where", ["flag", "flat", "sectioned"])
 def test_unknown_algorithm_lists_the_valid_ones(tmp_path, capsys, where):
-    recipe = {"flag": {}, "flat": {"algorithm": "ppo"}, "sectioned": {"output_root": "o", "rl": {"algorithm": "ppo"}}}
+    recipe = {
+        "flag": {"seed": 1},
+        "flat": {"algorithm": "ppo"},
+        "sectioned": {"output_root": "o", "rl": {"algorithm": "ppo"}},
+    }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe[where]))
     argv = ["rl", "--config", str(tmp_path / "r.yaml"), *(["--algorithm", "ppo"] if where == "flag" else [])]
     assert glowrl_main(argv) == 2

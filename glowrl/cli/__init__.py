@@ -13,9 +13,11 @@ learn exits with status 1. `glowrl --help` and `glowrl <command> --help` import 
 
 import os
 import sys
+import warnings
 from dataclasses import MISSING, fields
 
 from ..errors import LearningCheckFailed
+from ..processes import DIE_WITH_PARENT_ENV, RunInterrupted, die_with_parent
 from ..stages import available_stages, get_stage, run_stage
 from .tools import TOOLS
 
@@ -25,18 +27,31 @@ def print_error(message: str) -> None:
     print(f"glowrl: error: {message}", file=sys.stderr)
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def run_guarded(fn, argv: list[str]) -> int:
-    """Run `fn(argv)`; turn bad input into one error line and exit status 2, a failed learning check into 1."""
+    """Run `fn(argv)`; turn bad input and file-system errors into one error line and exit status 2, a failed learning
+    check into 1, and an interruption into 128 + the signal number."""
     try:
         result = fn(argv)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError, LearningCheckFailed, RunInterrupted, KeyboardInterrupt) as error:
         if os.environ.get("GLOWRL_TRACEBACK"):
             raise
-        print_error(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
-        return 2
-    except LearningCheckFailed as error:
-        print_error(str(error))
-        return 1
+        if isinstance(error, RunInterrupted):
+            print(file=sys.stderr)  # the stopped stage may have left a progress bar mid-line
+            print_error(f"{error}; re-run the same command to resume from the last complete checkpoint")
+            return 128 + error.signum
+        if isinstance(error, KeyboardInterrupt):
+            print_error("interrupted")
+            return 130
+        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename:
+            print_error(f"{error.filename}: {error.strerror}; check the path and its permissions")
+            return 2
+        print_error(_first_line(error))
+        return 1 if isinstance(error, LearningCheckFailed) else 2
     return result if isinstance(result, int) else 0
 
 
@@ -81,8 +96,14 @@ def usage() -> str:
     return "usage: glowrl <command> [options]\n\ncommands:\n" + "\n".join(lines) + "\n"
 
 
+# Deprecation notices that TRL's own defaults trigger on every run, which a user can do nothing about.
+QUIET_WARNINGS = (r".*gradient_checkpointing.* is deprecated", r".*is_gradient_checkpointing.* is deprecated")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one `glowrl` command; returns its exit status."""
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(usage())
@@ -93,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if command in available_stages():
         if any(a in ("-h", "--help", "--help-all") for a in rest):
             return run_guarded(lambda a: print(stage_help(command, a), end=""), rest)
+        if os.environ.get(DIE_WITH_PARENT_ENV):
+            die_with_parent()  # started by `glowrl pipeline`: never outlive it
         return run_guarded(lambda a: run_stage(command, a), rest)
     sys.stderr.write(usage())
     print_error(f"unknown command {command!r}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..chat import DEFAULT_INSTRUCTION
 from ..errors import EvaluationError, GlowrlError
+from ..outputs import check_output, check_suffix, clear_dir
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,6 +70,7 @@ def eval_parser() -> Parser:
     add("--batch_size", type=int, default=8, help="Sequences per generate call (transformers backend).")
     add("--tensor_parallel_size", type=int, default=1, help="GPUs per model (vllm backend).")
     add("--choice_seed", type=int, default=0, help="Seed of the multiple-choice option shuffle.")
+    add("--overwrite", action="store_true", help="Replace an existing --output (and its .md table).")
     return parser
 
 
@@ -89,6 +91,13 @@ def evaluate(argv):
         parser.set_defaults(**_eval_config(args.config))
         args = parser.parse_args(argv)
     from ..evaluation import SamplingConfig, evaluate, select_benchmarks
+
+    check_suffix(args.output, "--output", (".json",))
+    inputs = {"a --model": args.model, "a --benchmark_file": args.benchmark_file}
+    for path, field in ((args.output, "--output"), (args.output.with_suffix(".md"), "--output (its .md table)")):
+        check_output(
+            path, field, kind="file", overwrite=args.overwrite, inputs=inputs, fix="pass --overwrite to replace it"
+        )
 
     ks = None
     if args.k is not None:
@@ -148,8 +157,8 @@ def label(argv):
     from ..io import write_jsonl
 
     output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise GlowrlError(f"--output: {output} exists; pass --overwrite to replace it")
+    check_suffix(output, "--output", (".jsonl",))
+    check_output(output, "--output", kind="file", overwrite=args.overwrite, inputs={"--input": args.input})
     table = load_table(args.input, field="--input")
     if args.answer_column not in table.column_names:
         raise GlowrlError(
@@ -201,6 +210,7 @@ def tiny_model_parser() -> Parser:
     parser.add_argument("--hidden_size", type=int, default=64)
     parser.add_argument("--num_hidden_layers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace what --output_dir holds")
     return parser
 
 
@@ -208,6 +218,9 @@ def tiny_model(argv):
     args = tiny_model_parser().parse_args(argv)
     from ..toy.arithmetic import tokenizer_corpus
     from ..toy.tiny_model import build_tiny_model
+
+    check_output(args.output_dir, "--output_dir", overwrite=args.overwrite)
+    clear_dir(args.output_dir)
 
     path = build_tiny_model(
         args.output_dir,
@@ -238,8 +251,8 @@ def arithmetic_data(argv):
     from ..io import write_jsonl
     from ..toy.arithmetic import generate_trajectories
 
-    if Path(args.output).exists() and not args.overwrite:
-        raise GlowrlError(f"--output: {args.output} exists; pass --overwrite to replace it")
+    check_suffix(args.output, "--output", (".jsonl",))
+    check_output(args.output, "--output", kind="file", overwrite=args.overwrite)
     rows = generate_trajectories(
         args.num_problems,
         args.seed,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..chat import DEFAULT_INSTRUCTION, prompt_messages
 from ..errors import DataError
-from .tables import load_table
+from .tables import load_table, peek_columns
 
 
 @dataclass
@@ -49,6 +49,37 @@ class ProblemArguments:
         if isinstance(self.dataset_paths, str):
             self.dataset_paths = [self.dataset_paths]
 
+    def check_files(self) -> None:
+        """Every local file exists, is readable and has a problem and an answer column (first row only)."""
+        if not self.dataset_paths:
+            raise DataError("dataset_paths is required: give one or more files of problems with gold answers")
+        for path in self.dataset_paths:
+            columns = peek_columns(path)
+            if columns is not None:
+                answer_column(columns, self, path)
+
+
+def answer_column(columns: set[str], args: ProblemArguments, source: str) -> str:
+    """The gold-answer column of a problem table (`answer_column`, else `solution`); checks the problem column."""
+    if args.problem_column not in columns:
+        raise DataError(
+            f"dataset {source}: no problem column {args.problem_column!r} (columns: {sorted(columns)}); set "
+            "problem_column"
+        )
+    if args.answer_column in columns:
+        return args.answer_column
+    if "solution" in columns:
+        return "solution"
+    raise DataError(
+        f"dataset {source}: no answer column {args.answer_column!r} and no 'solution' column (columns: "
+        f"{sorted(columns)}); set answer_column"
+    )
+
+
+def _gold(value) -> str | None:
+    """A gold answer as text; a missing one stays `None` (unscorable), never the string "None"."""
+    return None if value is None or str(value).strip() == "" else str(value)
+
 
 def build_problem_dataset(args: ProblemArguments):
     """Load the problems, check the columns, deduplicate by problem, and build chat prompts with `answer` kept."""
@@ -59,20 +90,9 @@ def build_problem_dataset(args: ProblemArguments):
     tables = []
     for path in args.dataset_paths:
         table = load_table(path, args.dataset_split)
-        columns = set(table.column_names)
-        if args.problem_column not in columns:
-            raise DataError(
-                f"dataset {path}: no problem column {args.problem_column!r} (columns: {sorted(columns)}); set "
-                "problem_column"
-            )
-        answer = args.answer_column if args.answer_column in columns else "solution" if "solution" in columns else None
-        if answer is None:
-            raise DataError(
-                f"dataset {path}: no answer column {args.answer_column!r} and no 'solution' column (columns: "
-                f"{sorted(columns)}); set answer_column"
-            )
+        answer = answer_column(set(table.column_names), args, path)
         table = table.map(
-            lambda row, answer=answer: {"problem": row[args.problem_column], "answer": str(row[answer])},
+            lambda row, answer=answer: {"problem": str(row[args.problem_column]), "answer": _gold(row[answer])},
             remove_columns=table.column_names,
             desc=f"Reading {path}",
         )

@@ -12,13 +12,14 @@ unique across the whole mixture (the published code numbered each dataset from 0
 share a loss-history slot).
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..chat import DEFAULT_INSTRUCTION, completion_text, prompt_messages
 from ..errors import DataError
 from ..grading import verify_batch
-from .tables import load_table
+from .tables import load_table, peek_columns
 
 
 if TYPE_CHECKING:
@@ -78,26 +79,71 @@ class TrajectoryArguments:
         if self.trajectories not in TRAJECTORY_ARMS:
             raise DataError(f"trajectories must be one of {', '.join(TRAJECTORY_ARMS)}, got {self.trajectories!r}")
 
+    def check_files(self) -> None:
+        """Every local file exists, is readable and has the columns this format needs (first row only)."""
+        if not self.dataset_paths:
+            raise DataError("dataset_paths is required: give one or more trajectory files or Hub dataset names")
+        for path in self.dataset_paths:
+            columns = peek_columns(path)
+            if columns is not None:
+                trajectory_format(columns, self, path)
 
-def normalize_trajectories(table: "Dataset", args: TrajectoryArguments, source: str) -> "Dataset":
-    """Map one table to the columns `prompt`, `completion` (chat messages), `answer`, `correct`, `source`."""
-    columns = set(table.column_names)
+
+def trajectory_format(columns: set[str], args: TrajectoryArguments, source: str) -> str:
+    """Which format a table's columns hold (`messages`, `prompt` or `problem`), or an error naming what is missing."""
     if args.messages_column in columns and args.completion_column not in columns:
-        kind = "messages"
-    elif args.completion_column not in columns:
+        return "messages"
+    if args.completion_column not in columns:
         raise DataError(
             f"dataset {source}: no completion column {args.completion_column!r} (columns: {sorted(columns)}); set "
             "completion_column, or provide a messages column"
         )
-    elif args.prompt_column in columns:
-        kind = "prompt"
-    elif args.problem_column in columns:
-        kind = "problem"
-    else:
-        raise DataError(
-            f"dataset {source}: no prompt column {args.prompt_column!r} or problem column {args.problem_column!r} "
-            f"(columns: {sorted(columns)}); set prompt_column or problem_column"
-        )
+    if args.prompt_column in columns:
+        return "prompt"
+    if args.problem_column in columns:
+        return "problem"
+    raise DataError(
+        f"dataset {source}: no prompt column {args.prompt_column!r} or problem column {args.problem_column!r} "
+        f"(columns: {sorted(columns)}); set prompt_column or problem_column"
+    )
+
+
+_TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
+
+
+def parse_correct(value, source: str, index: int, column: str = "correct") -> bool | None:
+    """A correctness label, read strictly: a bool, 0/1, or "true"/"false"/"yes"/"no" in any case; `None` if missing.
+
+    Anything else is an error naming the file and row: `bool("no")` is `True`, and a positive arm built on that
+    would train on wrong trajectories.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, float) and math.isnan(value):  # a missing cell in a table written by pandas
+        return None
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise DataError(
+        f"dataset {source} row {index}: {column} is {value!r}; give true/false (or yes/no, 1/0), or leave it empty "
+        "to label the row from its gold answer"
+    )
+
+
+def _messages(value, source: str, index: int, what: str) -> list[dict]:
+    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    raise DataError(
+        f"dataset {source} row {index}: the {what} is {type(value).__name__} {str(value)[:40]!r}; give a string or "
+        "a list of chat messages ({'role': ..., 'content': ...})"
+    )
+
+
+def normalize_trajectories(table: "Dataset", args: TrajectoryArguments, source: str) -> "Dataset":
+    """Map one table to the columns `prompt`, `completion` (chat messages), `answer`, `correct`, `source`."""
+    columns = set(table.column_names)
+    kind = trajectory_format(columns, args, source)
     has_answer, has_correct = args.answer_column in columns, args.correct_column in columns
 
     def convert(row, index):
@@ -115,22 +161,38 @@ def normalize_trajectories(table: "Dataset", args: TrajectoryArguments, source: 
                 prompt = row[args.prompt_column]
             if isinstance(completion, str):
                 completion = [{"role": "assistant", "content": completion}]
+        prompt = _messages(prompt, source, index, "prompt")
+        completion = _messages(completion, source, index, "completion")
         if not completion_text(completion).strip():
             raise DataError(
                 f"dataset {source} row {index}: the completion is empty, so the trajectory has no trainable tokens; "
                 "remove the row"
             )
-        correct = row[args.correct_column] if has_correct else None
+        correct = parse_correct(row[args.correct_column], source, index) if has_correct else None
         answer = row[args.answer_column] if has_answer else None
         return {
-            "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
-            "completion": [{"role": m["role"], "content": m["content"]} for m in completion],
-            "answer": None if answer is None else str(answer),
-            "correct": None if correct is None else bool(correct),
+            "prompt": prompt,
+            "completion": completion,
+            "answer": None if answer is None or str(answer).strip() == "" else str(answer),
+            "correct": correct,
             "source": source,
         }
 
-    return table.map(convert, with_indices=True, remove_columns=table.column_names, desc=f"Reading {source}")
+    from datasets import Features, List, Value
+
+    message = {"role": Value("string"), "content": Value("string")}
+    features = Features(  # given, not inferred: a column of mixed types in the file must not leak its type here
+        {
+            "prompt": List(message),
+            "completion": List(message),
+            "answer": Value("string"),
+            "correct": Value("bool"),
+            "source": Value("string"),
+        }
+    )
+    return table.map(
+        convert, with_indices=True, remove_columns=table.column_names, features=features, desc=f"Reading {source}"
+    )
 
 
 def label_counts(labels) -> dict:

@@ -60,7 +60,7 @@ class Problem:
 
     id: str
     question: str
-    gold: str
+    gold: str | None  # None: the row has no gold answer, so its samples are unscorable
 
 
 BENCHMARKS = {
@@ -135,8 +135,9 @@ def load_problems(spec: BenchmarkSpec, max_problems: int | None = None, choice_s
                     f"{', '.join(sorted(row))}"
                 )
         row_id = str(row.get(spec.id_field, index)) if spec.id_field else str(index)
-        question, gold = str(row[spec.problem_field]), str(row[spec.answer_field])
-        if spec.kind == "mc":
+        gold = row[spec.answer_field]
+        question, gold = str(row[spec.problem_field]), None if gold is None or str(gold).strip() == "" else str(gold)
+        if spec.kind == "mc" and gold is not None:
             question, gold = shuffle_choices(question, gold, seed=choice_seed, key=row_id)
         problems.append(Problem(row_id, question, gold))
     return problems

@@ -70,9 +70,15 @@ def score_completions(kind: str, completions: Sequence[str], golds: Sequence[str
 
     Returns:
         `list[tuple[str | None, bool | None]]`: per completion, the extracted answer (`None` when there is none, which
-        grades `False`) and whether it is correct; correctness is `None` only for `"math"` when the gold answer itself
-        does not parse.
+        grades `False`) and whether it is correct; correctness is `None` (unscorable) when the gold answer is missing
+        or, for `"math"`, does not parse.
     """
+    scored = _score_known_golds(kind, completions, golds)
+    return [(answer, None if gold is None else correct) for (answer, correct), gold in zip(scored, golds, strict=True)]
+
+
+def _score_known_golds(kind: str, completions: Sequence[str], golds: Sequence[str | None]) -> list[tuple]:
+    golds = ["" if gold is None else gold for gold in golds]  # graded, then reported unscorable by the caller
     if kind == "mc":
         answers = [extract_choice(completion) for completion in completions]
         return [(answer, answer == gold) for answer, gold in zip(answers, golds, strict=True)]

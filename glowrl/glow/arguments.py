@@ -103,3 +103,15 @@ def check_glow_arguments(args) -> None:
     for failed, name, message in checks:
         if failed:
             raise RecipeError(f"{name} {message}")
+
+
+def check_parallelism(config, where: str) -> None:
+    """Refuse context and sequence parallelism: each rank would weight a sample by the loss of its own chunk."""
+    for name in ("cp_size", "sp_size"):
+        size = getattr(config, name, 1) or 1
+        if size > 1:
+            raise RecipeError(
+                f"parallelism_config.{name}: {size} (from {where}) splits each sample's tokens over ranks, so GLOW "
+                f"would weight every chunk by its own partial loss; set {name}: 1 (and shorten max_length or use "
+                "ZeRO-3/FSDP to fit long sequences), or glow: false"
+            )

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from trl import SFTConfig
 
 from ..errors import RecipeError
-from .arguments import GLOWArguments, check_glow_arguments
+from .arguments import GLOWArguments, check_glow_arguments, check_parallelism
 
 
 @dataclass
@@ -52,3 +52,4 @@ class GLOWConfig(GLOWArguments, SFTConfig):
         for failed, name, message in checks:
             if failed:
                 raise RecipeError(f"{name} {message}")
+        check_parallelism(self.parallelism_config, "the recipe")

@@ -27,30 +27,19 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from .._trl_compat import FUSED_LM_HEAD_FLAG, checkpoint_dir
+from ..checkpoints import last_complete_checkpoint
 from ..errors import RecipeError
 from ..io import read_trainer_state, write_text_atomic
+from .arguments import check_parallelism
 from .config import GLOWConfig
+from .samples import INDEX_COLUMN, SampleIndexCollator, data_fingerprint, with_sample_index
 from .weights import glow_weights
 
 
 GLOW_STATE_NAME = "glow_state.pt"
 GLOW_SAMPLES_NAME = "glow_samples.jsonl"
-# Columns of a pending visit row (float64 keeps sample ids exact up to 2**53).
+# Columns of a pending visit row (float64 keeps sample indices exact up to 2**53).
 _ID, _STEP, _EPOCH, _LOSS, _PREV, _WEIGHT = range(6)
-
-
-class _SampleIdCollator:
-    """Wraps TRL's collator: holds `sample_id` out of the examples, collates the rest, re-attaches the ids."""
-
-    def __init__(self, collator):
-        self.collator = collator
-
-    def __call__(self, examples):
-        ids = [example["sample_id"] for example in examples if "sample_id" in example]
-        batch = self.collator([{k: v for k, v in example.items() if k != "sample_id"} for example in examples])
-        if ids:
-            batch["sample_id"] = torch.tensor(ids, dtype=torch.long)
-        return batch
 
 
 class _GLOWForward:
@@ -111,9 +100,10 @@ class GLOWTrainer(SFTTrainer):
 
     The only change w.r.t. [`~trl.SFTTrainer`] is that each training sample's loss is multiplied by its GLOW weight
     ([`glow_weights`] of its inter-epoch gain), computed from the same fused forward as the loss. For that it carries
-    an integer `sample_id` column through the collator (one is added as the row index when the dataset has none),
-    keeps the per-sample loss history, and saves it in every checkpoint. Evaluation loss is unweighted and never
-    touches the history. With `args.glow=False` it is exactly [`~trl.SFTTrainer`].
+    each sample's index through the collator, keeps the per-sample loss history (4 bytes a sample, whatever the
+    dataset's `sample_id` values: any unique values, the row index when there is no such column), and saves it in
+    every checkpoint with a fingerprint of the data, so a resume on other data is refused. Evaluation loss is
+    unweighted and never touches the history. With `args.glow=False` it is exactly [`~trl.SFTTrainer`].
 
     Logged on top of SFT's metrics: `glow/weight_mean`, `glow/weight_std`, `glow/weight_min`, `glow/weight_max` (over
     the sample visits since the last log), `glow/gain_mean` and `glow/frac_regressed` (share of gains < 0) over the
@@ -128,48 +118,51 @@ class GLOWTrainer(SFTTrainer):
             args = GLOWConfig(output_dir="glow-output")
         self._glow_on = args.glow and train_dataset is not None
         if self._glow_on:
-            if "sample_id" not in train_dataset.column_names:
-                train_dataset = train_dataset.add_column("sample_id", list(range(len(train_dataset))))
-            ids = torch.tensor(train_dataset["sample_id"], dtype=torch.long)
-            if len(ids) and (ids.min() < 0 or len(ids.unique()) != len(ids)):
-                raise RecipeError("sample_id must hold unique non-negative integers, one per training sample")
-            expected_ids = set(ids.tolist())
+            if kwargs.get("compute_loss_func") is not None:
+                raise RecipeError(
+                    "compute_loss_func replaces the per-token loss that GLOW reweights, so GLOW would silently train "
+                    "unweighted; drop compute_loss_func, or set glow: false"
+                )
+            train_dataset, self._glow_ids = with_sample_index(train_dataset)
+            self._glow_fingerprint = data_fingerprint(train_dataset)
         output_dir_existed = Path(args.output_dir).exists()
         super().__init__(model, args=args, train_dataset=train_dataset, **kwargs)
         if not self._glow_on:
             return
-        kept = set(self.train_dataset["sample_id"])
-        dropped = sorted(expected_ids - kept)
+        check_parallelism(self.accelerator.parallelism_config, "the accelerate config")
+        dropped = sorted(set(range(len(self._glow_ids))) - set(self.train_dataset[INDEX_COLUMN]))
         if dropped:
             output_dir = Path(self.args.output_dir)
             if not output_dir_existed and output_dir.is_dir() and not any(output_dir.iterdir()):
                 output_dir.rmdir()  # Trainer.__init__ made it; a refused run leaves nothing behind
+            shown = [self._glow_ids[i] for i in dropped[:10]]
             raise RecipeError(
-                f"{len(dropped)} trajectories have no trainable tokens after tokenization (sample_id {dropped[:10]}"
+                f"{len(dropped)} trajectories have no trainable tokens after tokenization (sample_id {shown}"
                 f"{' ...' if len(dropped) > 10 else ''}): their completion is empty or truncated away by "
                 f"max_length={self.args.max_length}; raise max_length or remove those rows"
             )
-        num_samples = int(ids.max()) + 1 if len(ids) else 0
+        num_samples = len(self._glow_ids)
         device = self.accelerator.device
         self._glow_history = torch.full((num_samples,), math.nan, dtype=torch.float32, device=device)  # (N,)
         self._glow_correct = None
         if "correct" in self.train_dataset.column_names:
             self._glow_correct = torch.full((num_samples,), -1, dtype=torch.int8)
             labels = [-1 if c is None else int(c) for c in self.train_dataset["correct"]]  # -1: unlabelled
-            self._glow_correct[torch.tensor(self.train_dataset["sample_id"])] = torch.tensor(labels, dtype=torch.int8)
+            index = torch.tensor(self.train_dataset[INDEX_COLUMN])
+            self._glow_correct[index] = torch.tensor(labels, dtype=torch.int8)
         self._glow_pending: list[torch.Tensor] = []  # visits not yet merged into the history, rows as in _ID.._WEIGHT
         self._glow_window: list[torch.Tensor] = []  # visits since the last log, for the glow/* metrics
         self._glow_step_samples = None
-        self.data_collator = _SampleIdCollator(self.data_collator)
+        self.data_collator = SampleIndexCollator(self.data_collator)
         self.add_callback(_GLOWHistorySync(self))
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if self._glow_on and "sample_id" not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, "sample_id"]
+        if self._glow_on and INDEX_COLUMN not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, INDEX_COLUMN]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        sample_ids = inputs.pop("sample_id", None)
+        sample_ids = inputs.pop(INDEX_COLUMN, None)
         if self._glow_on and self.model.training and sample_ids is not None:
             model = _GLOWForward(model, self, sample_ids, num_items_in_batch)
         return super().compute_loss(
@@ -180,7 +173,7 @@ class GLOWTrainer(SFTTrainer):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if self._glow_on and self.args.glow_reduction == "sample":
             # Number of samples in this optimizer step, counted like `num_items_in_batch` counts tokens.
-            num_samples = torch.tensor(sum(len(b["sample_id"]) for b in batch_samples), device=device)
+            num_samples = torch.tensor(sum(len(b[INDEX_COLUMN]) for b in batch_samples), device=device)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
                 num_samples = self.accelerator.gather(num_samples).sum()
             self._glow_step_samples = num_samples
@@ -249,7 +242,7 @@ class GLOWTrainer(SFTTrainer):
                 row = {
                     "epoch": int(epoch),
                     "step": int(step),
-                    "sample_id": int(sample_id),
+                    "sample_id": self._glow_ids[int(sample_id)],
                     "loss": loss,
                     "prev_loss": None if math.isnan(prev) else prev,
                     "gain": None if math.isnan(prev) else prev - loss,
@@ -305,19 +298,19 @@ class GLOWTrainer(SFTTrainer):
         self._sync_glow_history()
         super()._save_checkpoint(model, trial)
         if self._glow_on and self.args.should_save:
-            torch.save(
-                {"loss_history": self._glow_history.cpu(), "num_samples": len(self._glow_history)},
-                os.path.join(checkpoint_dir(self, trial), GLOW_STATE_NAME),
-            )
+            state = {
+                "loss_history": self._glow_history.cpu(),
+                "num_samples": len(self._glow_history),
+                "fingerprint": self._glow_fingerprint,
+            }
+            torch.save(state, os.path.join(checkpoint_dir(self, trial), GLOW_STATE_NAME))
 
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         if self._glow_on:
             if resume_from_checkpoint is True:
-                from transformers.trainer_utils import get_last_checkpoint
-
-                resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+                resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
                 if resume_from_checkpoint is None:
-                    raise RecipeError(f"resume_from_checkpoint: no checkpoint found in {self.args.output_dir}")
+                    raise RecipeError(f"resume_from_checkpoint: no complete checkpoint in {self.args.output_dir}")
             if resume_from_checkpoint:
                 self._load_glow_state(resume_from_checkpoint)
             elif self.args.glow_log_samples and self.accelerator.is_main_process:
@@ -336,6 +329,11 @@ class GLOWTrainer(SFTTrainer):
             raise RecipeError(
                 f"resume_from_checkpoint: {checkpoint} was trained on {state['num_samples']} samples but this dataset "
                 f"has {len(self._glow_history)}; resume with the same data and filters"
+            )
+        if state.get("fingerprint", self._glow_fingerprint) != self._glow_fingerprint:
+            raise RecipeError(
+                f"resume_from_checkpoint: {checkpoint} was trained on other data of the same size (its loss history "
+                "belongs to other samples); resume with the same data and filters, or train from scratch"
             )
         self._glow_history.copy_(state["loss_history"].to(self._glow_history.device))
         # Keep the per-visit log consistent with the restored state: drop visits logged after the checkpoint.

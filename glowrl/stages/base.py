@@ -48,6 +48,10 @@ class Stage:
         inputs (`dict[str, str]`, *optional*):
             Field -> product kind: the field takes the latest earlier product of that kind when the stage's section
             leaves it unset.
+        check (`callable`, *optional*):
+            `check(*parsed, linked=fields)`: what can be checked before anything runs (paths, data files, the output
+            directory), skipping the fields in `linked` that earlier stages will produce. The pipeline runs every
+            stage's check before it deletes or launches anything.
         selector (`str`, *optional*):
             A field whose command-line value must be known before parsing because it chooses the dataclasses.
         help_types (`tuple`, *optional*):
@@ -63,6 +67,7 @@ class Stage:
     outputs: Callable = field(default=lambda values: {"model": values["output_dir"]})
     inputs: dict = field(default_factory=dict)
     selector: str | None = None
+    check: Callable | None = None
     help_types: tuple = ()
     help_note: str = ""
 
@@ -177,9 +182,17 @@ def parse_stage_args(stage: Stage, argv: list[str]) -> tuple:
         if i + 1 >= len(argv):
             raise RecipeError("--config needs a recipe path")
         recipe = load_recipe(argv[i + 1])
+        if not recipe:
+            raise RecipeError(
+                f"--config: {argv[i + 1]} is empty; give the stage's fields (see glowrl {stage.name} --help)"
+            )
         del argv[i : i + 2]
         apply_env(recipe)
         values = stage_values(stage, recipe)
+    elif not argv:
+        raise RecipeError(
+            f"glowrl {stage.name}: give --config RECIPE.yaml and/or --field value pairs (glowrl {stage.name} --help)"
+        )
     return parse_dataclasses(selected_dataclass_types(stage, values, argv), values, argv)
 
 

@@ -11,6 +11,7 @@ pipeline recipe (shared keys plus an `sft:` section). The output is a plain `sav
 from ..data import TrajectoryArguments
 from ..glow.arguments import GLOWArguments
 from .base import Stage
+from .training import RunArguments
 
 
 def dataclass_types(values: dict) -> tuple:
@@ -18,19 +19,33 @@ def dataclass_types(values: dict) -> tuple:
 
     from ..glow.config import GLOWConfig
 
-    return (TrajectoryArguments, GLOWConfig, ModelConfig)
+    return (RunArguments, TrajectoryArguments, GLOWConfig, ModelConfig)
 
 
-def run(script_args, training_args, model_args):
+def check(run_args, script_args, training_args, model_args, linked=()):
+    """Everything that can be checked without loading data or a model: paths, columns, the output directory."""
+    from ..models import check_model_path
+    from .training import check_stage_output
+
+    if "model_name_or_path" not in linked:
+        check_model_path(model_args.model_name_or_path)
+    if "dataset_paths" not in linked:
+        script_args.check_files()
+    if "output_dir" not in linked:  # the pipeline manages its stages' output directories itself
+        return check_stage_output(run_args, training_args, model_args, script_args.dataset_paths)
+    return None
+
+
+def run(run_args, script_args, training_args, model_args):
     """Build the trajectory dataset and train [`~glowrl.glow.trainer.GLOWTrainer`] on it; save to `output_dir`."""
     from transformers import set_seed
 
     from ..data import build_trajectory_dataset, label_counts
     from ..glow.trainer import GLOWTrainer
-    from ..models import check_model_path, load_tokenizer
+    from ..models import load_tokenizer
     from .training import train_and_save
 
-    check_model_path(model_args.model_name_or_path)
+    resume = check(run_args, script_args, training_args, model_args)
     set_seed(training_args.seed)
     dataset = build_trajectory_dataset(script_args)
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
@@ -39,7 +54,7 @@ def run(script_args, training_args, model_args):
         f"{len(dataset)} trajectories ({counts[True]} positive, {counts[False]} negative, {counts[None]} "
         f"unlabelled), glow={'on' if training_args.glow else 'off'}"
     )
-    return train_and_save(GLOWTrainer, model_args, training_args, dataset, tokenizer, describe)
+    return train_and_save(GLOWTrainer, run_args, model_args, training_args, dataset, tokenizer, describe, resume)
 
 
 STAGE = Stage(
@@ -47,6 +62,7 @@ STAGE = Stage(
     help="GLOW-weighted SFT on labelled reasoning trajectories, correct and incorrect",
     dataclass_types=dataclass_types,
     run=run,
-    help_types=(TrajectoryArguments, GLOWArguments),
+    check=check,
+    help_types=(RunArguments, TrajectoryArguments, GLOWArguments),
     help_note="and every field of trl.SFTConfig (training) and trl.ModelConfig (model, dtype, LoRA)",
 )

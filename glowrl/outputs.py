@@ -1,0 +1,146 @@
+"""Where runs write: refusing outputs that would destroy a user's work, and one run at a time per output root.
+
+Every command that writes goes through [`check_output`] before it writes or deletes anything: an existing output
+that this run did not write is refused unless the user passed `--overwrite` (or asked to resume), an output that is
+one of the run's own inputs (its model, its data) is always refused, and a path of the wrong kind (a file where a
+directory goes) is refused with the fix. [`RunLock`] keeps a second run off an output root while one is running; the
+operating system releases it when its process dies, so a crashed run never leaves it stuck. Standard library only.
+"""
+
+import datetime
+import fcntl
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from .errors import GlowrlError
+
+
+LOCK_NAME = ".glowrl.lock"
+
+
+def _resolved(path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _contains(parent: Path, child: Path) -> bool:
+    return parent == child or parent in child.parents
+
+
+def check_output(
+    path,
+    field: str,
+    *,
+    kind: str = "dir",
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: dict | None = None,
+    fix: str = "pass --overwrite to replace it, or choose another path",
+) -> None:
+    """Refuse an output that would destroy something this run did not write. Writes nothing.
+
+    Args:
+        path: The output (a directory when `kind="dir"`, a file when `kind="file"`).
+        field: The key or flag it came from, for the message.
+        overwrite: The user asked to replace an existing output.
+        resume: The run continues one already in `path` (a non-empty directory is expected).
+        inputs: `{field: path}` of what the run reads (model directory, data files): none may be, contain or lie
+            inside the output.
+        fix: What the message suggests for an existing output.
+    """
+    target = _resolved(path)
+    for name, value in (inputs or {}).items():
+        for source in [value] if isinstance(value, (str, os.PathLike)) else list(value or []):
+            if source is None or not Path(source).expanduser().exists():
+                continue
+            source = _resolved(source)
+            if _contains(target, source) or (kind == "dir" and _contains(source, target)):
+                raise GlowrlError(
+                    f"{field}: {path} is {name} ({source}) or holds it; writing there would destroy this run's own "
+                    f"input: choose another {field}"
+                )
+    if not target.exists():
+        if target.parent.exists() and not target.parent.is_dir():
+            raise GlowrlError(f"{field}: {target.parent} is a file, so {path} cannot be created; choose another path")
+        return
+    if kind == "dir":
+        if not target.is_dir():
+            raise GlowrlError(f"{field}: {path} is a file, not a directory; choose a directory")
+        if any(target.iterdir()) and not (overwrite or resume):
+            raise GlowrlError(f"{field}: {path} already holds files; {fix}")
+    else:
+        if target.is_dir():
+            raise GlowrlError(f"{field}: {path} is a directory; give a file path")
+        if not overwrite:
+            raise GlowrlError(f"{field}: {path} exists; {fix}")
+    if not os.access(target if target.is_dir() else target.parent, os.W_OK):
+        raise GlowrlError(f"{field}: {path} is not writable; choose a path you can write to")
+
+
+def check_suffix(path, field: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse a file name whose suffix says another format than the one written."""
+    if Path(path).suffix.lower() not in suffixes:
+        raise GlowrlError(f"{field}: {path} must end in {' or '.join(suffixes)} (the format written there)")
+
+
+def clear_dir(path) -> None:
+    """Remove everything in a directory (which the caller has checked it may replace), keeping the directory."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+class RunLock:
+    """An exclusive lock on an output root, held for the life of a run (`with RunLock(root): ...`).
+
+    A second run on the same root is refused with a message naming the holder (pid, host, start time). The lock is
+    `flock` on `<root>/.glowrl.lock`: the kernel drops it when the holding process exits, however it exits.
+    """
+
+    def __init__(self, root, what: str = "glowrl pipeline"):
+        self.root = Path(root)
+        self.what = what
+        self.handle = None
+
+    def __enter__(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_NAME
+        handle = open(path, "a+")  # held open for the life of the run
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except ValueError:
+                holder = {}
+            handle.close()
+            raise GlowrlError(
+                f"output_root: {self.root} is in use by another run ({holder.get('what', 'glowrl')}, pid "
+                f"{holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}); wait "
+                "for it to finish or stop it, or choose another output_root"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        holder = {"what": self.what, "pid": os.getpid(), "host": socket.gethostname(), "started": started}
+        handle.write(json.dumps(holder))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.seek(0)
+            self.handle.truncate()
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+        return False

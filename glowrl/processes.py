@@ -1,0 +1,65 @@
+"""Running a stage as a child process so that signals reach it and it never outlives the pipeline.
+
+[`run_child`] starts the stage's launcher in a process group of its own and forwards SIGINT and SIGTERM to that whole
+group (the launcher and every training process it started), waits for it to end, then raises [`RunInterrupted`] so
+the pipeline records the stage as interrupted. If the pipeline itself is killed outright (SIGKILL), the launcher gets
+SIGTERM from the kernel (`PR_SET_PDEATHSIG`), and each stage process started under it asks for the same
+([`die_with_parent`], which `glowrl <stage>` calls when the pipeline started it), so nothing keeps training unrecorded.
+Linux only for the parent-death signal; elsewhere only the forwarding applies. Standard library only.
+"""
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+
+
+DIE_WITH_PARENT_ENV = "GLOWRL_DIE_WITH_PARENT"
+_PR_SET_PDEATHSIG = 1
+
+
+class RunInterrupted(Exception):
+    """A stage (and so the run) was stopped by SIGINT or SIGTERM; the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str = ""):
+        self.signum = signum
+        super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send this process `signum` when its parent exits (Linux; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+
+
+def _child_setup():
+    os.setsid()
+    die_with_parent()
+
+
+def run_child(command: list[str], env: dict | None = None) -> int:
+    """Run `command` in its own process group, forwarding SIGINT/SIGTERM to the group; returns its exit status.
+
+    Raises:
+        RunInterrupted: after the child has ended, when this process received SIGINT or SIGTERM while it ran.
+    """
+    env = {**(env or os.environ), DIE_WITH_PARENT_ENV: "1"}
+    child = subprocess.Popen(command, env=env, preexec_fn=_child_setup)  # noqa: PLW1509 - setsid + pdeathsig only
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        returncode = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise RunInterrupted(received[0])
+    return returncode

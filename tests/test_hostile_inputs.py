@@ -1,0 +1,304 @@
+"""Hostile and mistaken input, as a user gives it, through the `glowrl` command.
+
+Every case checks the exit status, that stderr is one `glowrl: error:` line naming the field, file or row and the fix
+(no traceback, no usage dump), and that what the user already had is byte-for-byte unchanged (hashed before and
+after). A few cases check the behaviour that replaced a silent mistake (a `correct: "no"` label, a null gold answer).
+
+python -m pytest tests/test_hostile_inputs.py
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from utils import REPO
+
+from glowrl.cli import main as glowrl_main
+from glowrl.data import ProblemArguments, TrajectoryArguments, build_problem_dataset, build_trajectory_dataset
+from glowrl.outputs import RunLock
+from glowrl.pipeline import run
+from glowrl.rewards import math_accuracy
+
+
+def tree_hash(path: Path) -> str:
+    """A hash of every file name and byte under `path` (or of the file itself)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode() + file.read_bytes())
+    return digest.hexdigest()
+
+
+def assert_refused(capsys, argv, message, *protected, status=2):
+    """`glowrl ARGV` exits `status` with exactly one error line containing `message`, leaving `protected` intact."""
+    before = {p: tree_hash(Path(p)) for p in protected if Path(p).exists()}
+    capsys.readouterr()
+    assert glowrl_main([str(a) for a in argv]) == status
+    stderr = capsys.readouterr().err
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("glowrl: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and message in errors[0], lines
+    assert "Traceback" not in stderr and "usage:" not in stderr
+    assert all("examples" in line or "it/s" in line for line in lines[:-1]), lines  # only progress bars before it
+    for path, digest in before.items():
+        assert tree_hash(Path(path)) == digest, f"{path} changed"
+
+
+@pytest.fixture
+def sft_argv(tmp_path, tiny_model_dir, trajectory_file):
+    """The tiny SFT recipe on local files, one epoch, into tmp_path/out; takes extra flags."""
+
+    def argv(*extra, **changes):
+        recipe = yaml.safe_load((REPO / "recipes/tiny/sft.yaml").read_text())
+        recipe.update(
+            model_name_or_path=tiny_model_dir, dataset_paths=[trajectory_file], output_dir=str(tmp_path / "out")
+        )
+        recipe.update({"num_train_epochs": 1, "save_strategy": "no", **changes})
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        return ["sft", "--config", path, *extra]
+
+    return argv
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+# -- the SFT stage: outputs
+
+
+def test_a_finished_output_dir_is_never_replaced_without_overwrite(sft_argv, tmp_path, capsys):
+    assert glowrl_main(sft_argv()) == 0
+    assert_refused(capsys, sft_argv(), "output_dir: ", tmp_path / "out")
+    assert glowrl_main(sft_argv("--overwrite")) == 0  # asked for: replaced
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_overwrite_checks_everything_before_deleting(sft_argv, tmp_path, capsys):
+    assert glowrl_main(sft_argv()) == 0
+    assert_refused(capsys, sft_argv("--overwrite", glow_beta=".nan"), "glow_beta", tmp_path / "out")
+    assert_refused(
+        capsys, sft_argv("--overwrite", dataset_paths=[str(tmp_path / "x.jsonl")]), "x.jsonl", tmp_path / "out"
+    )
+
+
+def test_output_dir_equal_to_the_model_or_holding_the_data_is_refused(sft_argv, tiny_model_dir, tmp_path, capsys):
+    assert_refused(capsys, sft_argv(output_dir=tiny_model_dir), "model_name_or_path", tiny_model_dir)
+    data = (
+        write_jsonl(tmp_path / "here" / "t.jsonl", [{"prompt": "q", "completion": "c"}])
+        if (tmp_path / "here").mkdir() is None
+        else None
+    )
+    assert_refused(
+        capsys, sft_argv(output_dir=str(tmp_path / "here"), dataset_paths=[str(data)]), "dataset_paths", data
+    )
+
+
+def test_output_dir_that_is_a_file_is_refused(sft_argv, tmp_path, capsys):
+    (tmp_path / "out").write_text("a file")
+    assert_refused(capsys, sft_argv(), "is a file, not a directory", tmp_path / "out")
+
+
+# -- the SFT stage: values
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"glow_beta": ".nan"}, "glow_beta: nan is not a finite number"),
+        ({"glow_alpha": ".inf"}, "glow_alpha: inf is not a finite number"),
+        ({"num_train_epochs": -1}, "num_train_epochs must not be negative"),
+        ({"num_train_epochs": 0}, "num_train_epochs: 0 trains nothing"),
+        ({"learning_rate": "abc"}, "learning_rate: invalid float value: 'abc'"),
+        ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be positive"),
+        ({"trajectories": "both"}, "trajectories must be one of all, positive, negative, got 'both'"),
+        ({"bf16": True, "use_cpu": False}, "bf16: true (TRL's default) needs a GPU"),
+    ],
+)
+def test_bad_values_are_one_line_naming_the_key(sft_argv, tmp_path, capsys, changes, message):
+    # YAML reads `.nan`/`.inf` as floats: write them unquoted
+    argv = sft_argv(**{k: v for k, v in changes.items() if not str(v).startswith(".")})
+    recipe = Path(argv[2])
+    text = recipe.read_text() + "".join(f"{k}: {v}\n" for k, v in changes.items() if str(v).startswith("."))
+    recipe.write_text(text)
+    assert_refused(capsys, argv, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_recipe_or_no_arguments_say_what_to_give(tmp_path, capsys):
+    (tmp_path / "empty.yaml").write_text("")
+    assert_refused(capsys, ["sft", "--config", tmp_path / "empty.yaml"], "is empty")
+    assert_refused(capsys, ["sft"], "give --config RECIPE.yaml")
+    assert_refused(capsys, ["sft", "--config"], "--config needs a recipe path")
+
+
+# -- data files
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([], "is empty"),
+        ([{"prompt": "q", "completion": "c"}, "{not json"], "line 2 is not valid JSON"),
+        (['["a list"]'], "line 1 is not a JSON object"),
+        ([{"prompt": "q", "completion": 7}], "row 0: the completion is int"),
+        ([{"prompt": "q", "completion": "c", "correct": "maybe"}], "row 0: correct is 'maybe'"),
+    ],
+)
+def test_bad_data_files_are_one_line_naming_the_file_and_row(sft_argv, tmp_path, capsys, rows, message):
+    data = write_jsonl(tmp_path / "bad.jsonl", rows)
+    assert_refused(capsys, sft_argv(dataset_paths=[str(data)]), message, data)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_directory_named_like_a_data_file_is_refused(sft_argv, tmp_path, capsys):
+    (tmp_path / "dir.jsonl").mkdir()
+    assert_refused(capsys, sft_argv(dataset_paths=[str(tmp_path / "dir.jsonl")]), "is a directory")
+
+
+def test_correct_labels_are_read_strictly(tmp_path):
+    rows = [
+        {"prompt": "q", "completion": "a", "correct": "no"},
+        {"prompt": "q", "completion": "b", "correct": "YES"},
+        {"prompt": "q", "completion": "c", "correct": 0},
+        {"prompt": "q", "completion": "d", "correct": "True"},
+    ]
+    data = write_jsonl(tmp_path / "t.jsonl", rows)
+    dataset = build_trajectory_dataset(TrajectoryArguments(dataset_paths=[str(data)]))
+    assert dataset["correct"] == [False, True, False, True]  # bool("no") would be True
+    positives = build_trajectory_dataset(TrajectoryArguments(dataset_paths=[str(data)], trajectories="positive"))
+    assert [c[0]["content"] for c in positives["completion"]] == ["b", "d"]
+
+
+def test_a_null_gold_is_unscorable_not_the_string_none(tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", [{"problem": "1+1?", "answer": None}, {"problem": "2+2?", "answer": "4"}])
+    problems = build_problem_dataset(ProblemArguments(dataset_paths=[str(data)]))
+    assert problems["answer"] == [None, "4"]
+    assert math_accuracy([r"\boxed{None}", r"\boxed{4}"], answer=problems["answer"]) == [None, 1.0]
+
+
+def test_a_null_gold_in_evaluation_is_unscorable(tmp_path, tiny_model_dir):
+    data = write_jsonl(
+        tmp_path / "bench.jsonl", [{"problem": "1+1?", "answer": None}, {"problem": "2+2?", "answer": 4}]
+    )
+    output = tmp_path / "r.json"
+    argv = ["eval", "--model", tiny_model_dir, "--benchmark_file", data, "--max_new_tokens", "4", "--output", output]
+    assert glowrl_main([str(a) for a in argv]) == 0
+    benchmark = json.loads(output.read_text())["models"][0]["benchmarks"]["bench"]
+    assert [p["gold"] for p in benchmark["problems"]] == [None, "4"]
+    assert benchmark["problems"][0]["samples"][0]["correct"] is None and benchmark["metrics"]["num_unscorable"] == 1
+
+
+# -- eval, label, tiny-model, demo: outputs
+
+
+def test_eval_never_replaces_a_file_it_did_not_write(tmp_path, tiny_model_dir, trajectory_file, capsys):
+    base = ["eval", "--model", tiny_model_dir, "--benchmarks", "amc23", "--max_problems", "1", "--max_new_tokens", "4"]
+    assert_refused(capsys, [*base, "--output", trajectory_file], "must end in .json", trajectory_file)
+    taken = tmp_path / "taken.json"
+    taken.write_text('{"mine": true}')
+    assert_refused(capsys, [*base, "--output", taken], "taken.json exists; pass --overwrite", taken)
+    (tmp_path / "dir.json").mkdir()
+    assert_refused(capsys, [*base, "--output", tmp_path / "dir.json"], "is a directory")
+    assert_refused(capsys, [*base, "--output", tmp_path / "r.md"], "must end in .json")
+    assert glowrl_main([str(a) for a in [*base, "--output", taken, "--overwrite"]]) == 0
+    assert json.loads(taken.read_text())["complete"] is True
+
+
+def test_label_refuses_its_own_input_another_format_and_an_existing_file(tmp_path, trajectory_file, capsys):
+    assert_refused(
+        capsys, ["label", "--input", trajectory_file, "--output", trajectory_file], "--input", trajectory_file
+    )
+    csv = tmp_path / "t.csv"
+    csv.write_text("prompt,completion,answer\nq,\\boxed{1},1\n")
+    assert_refused(capsys, ["label", "--input", csv, "--output", csv], "must end in .jsonl", csv)
+    existing = write_jsonl(tmp_path / "l.jsonl", [{"keep": 1}])
+    assert_refused(capsys, ["label", "--input", trajectory_file, "--output", existing], "exists", existing)
+
+
+def test_tiny_model_and_demo_refuse_what_they_did_not_write(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    assert_refused(
+        capsys, ["tiny-model", "--output_dir", tmp_path / "taken"], "already holds files", tmp_path / "taken"
+    )
+    (tmp_path / "file").write_text("mine")
+    assert_refused(capsys, ["demo", "--size", "ci", "--output_dir", tmp_path / "file"], "is a file", tmp_path / "file")
+    assert_refused(
+        capsys, ["demo", "--size", "ci", "--output_dir", tmp_path / "taken"], "not empty", tmp_path / "taken"
+    )
+
+
+# -- the pipeline
+
+
+@pytest.fixture
+def pipeline_recipe(tmp_path, tiny_model_dir, addition_file):
+    def write(sft=None, rl=None, **shared):
+        recipe = yaml.safe_load((REPO / "recipes/tiny/pipeline.yaml").read_text())
+        recipe.update(
+            model_name_or_path=tiny_model_dir, dataset_paths=[addition_file], output_root=str(tmp_path / "run")
+        )
+        recipe.update(shared)
+        recipe["sft"].update(num_train_epochs=1, save_strategy="no", **(sft or {}))
+        recipe["rl"].update(
+            max_steps=1, num_generations=4, per_device_train_batch_size=4, save_strategy="no", **(rl or {})
+        )
+        path = tmp_path / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return path
+
+    return write
+
+
+def stand_in(command):
+    """A stage that succeeds and leaves an output, without training."""
+    config = yaml.safe_load(Path(command[command.index("--config") + 1]).read_text())
+    Path(config["output_dir"]).mkdir(parents=True, exist_ok=True)
+    (Path(config["output_dir"]) / "model.safetensors").write_text("stand-in")
+    return 0
+
+
+def never_launched(command):
+    pytest.fail(f"launched despite bad input: {command}")
+
+
+def test_pipeline_checks_every_stage_value_before_running_or_deleting(pipeline_recipe, tmp_path, capsys):
+    assert run(pipeline_recipe(), [], launcher=stand_in) == 0
+    root = tmp_path / "run"
+    before = tree_hash(root)
+    for overrides, message in (
+        (["--rl.learning_rate", ".nan"], "learning_rate: nan is not a finite number"),
+        (["--rl.num_generations", "3"], "make it a multiple of num_generations"),
+        (["--sft.glow_alpha", "-1"], "glow_alpha must be ≥ 0"),
+        (["--rl.dataset_paths", "[missing.jsonl]"], "missing.jsonl does not exist"),
+        (["--rl.reward_funcs", "[accuracy]"], "unknown reward function"),
+    ):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            run(pipeline_recipe(), overrides, overwrite=True, launcher=never_launched)
+        assert tree_hash(root) == before, overrides
+
+
+def test_pipeline_output_dir_equal_to_its_model_is_refused(pipeline_recipe, tiny_model_dir, capsys):
+    assert_refused(
+        capsys,
+        ["pipeline", "--config", pipeline_recipe(sft={"output_dir": tiny_model_dir})],
+        "is model_name_or_path",
+        tiny_model_dir,
+    )
+
+
+def test_a_second_pipeline_on_the_same_root_is_refused_naming_the_first(pipeline_recipe, tmp_path, capsys):
+    recipe = pipeline_recipe()
+    with RunLock(tmp_path / "run"):
+        assert_refused(capsys, ["pipeline", "--config", recipe], "is in use by another run (glowrl pipeline, pid")
+    assert run(recipe, [], launcher=stand_in) == 0  # released with the holder
+
+
+def test_an_output_root_that_is_a_file_is_refused(pipeline_recipe, tmp_path, capsys):
+    (tmp_path / "run").write_text("mine")
+    assert_refused(capsys, ["pipeline", "--config", pipeline_recipe()], "run is a file", tmp_path / "run")
