@@ -46,7 +46,7 @@ def test_summary_omits_a_side_with_no_rollouts():
 
 
 def test_a_resume_keeps_the_logged_steps_up_to_its_checkpoint(tmp_path):
-    """After an RL resume, entropy.jsonl holds each step once: the steps past the checkpoint are dropped, then rerun."""
+    """After an RL resume, entropy.jsonl holds each step once: steps past the checkpoint are dropped, then rerun."""
     from types import SimpleNamespace
 
     from glowrl.io import read_jsonl, write_jsonl
