@@ -74,8 +74,12 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def stage_command(stage: str, recipe_path: Path, accelerate_config: str | None, resume: str | None) -> list[str]:
-    """The `accelerate launch -m glowrl <stage>` command line of one stage."""
+def stage_command(
+    stage: str, recipe_path: Path, accelerate_config: str | None, resume: str | None, single_process: bool = False
+) -> list[str]:
+    """The `accelerate launch -m glowrl <stage>` command line of one stage (`python -m glowrl <stage>` if single)."""
+    if single_process:
+        return [sys.executable, "-m", "glowrl", stage, "--config", str(recipe_path)]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]  # the stage's own error, no traceback
     if accelerate_config:
         command += ["--config_file", accelerate_config]
@@ -176,6 +180,8 @@ def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
             entry, action = {**old, "config": config}, "skip"
         elif same and unfinished and checkpoint:
             action, entry["resume_from"] = "resume", checkpoint
+        elif same and unfinished and holds_files and get_stage(stage).resumes_itself:
+            action = "resume"  # the stage continues from what its output holds
         elif not holds_files:
             action = "run"
         elif old is not None and unfinished and not checkpoint:
@@ -238,8 +244,9 @@ def _run_stages(root: Path, resolved: dict, manifest: dict, config: str | None, 
         resume = info.pop("resume_from", None)
         values = resolved[stage]
         stage_recipe = write_text_atomic(root / "recipes" / f"{stage}.yaml", yaml.safe_dump(values, sort_keys=False))
-        command = stage_command(stage, stage_recipe, config, resume)
-        banner(title + (f" — resuming from {resume}" if resume else ""))
+        single = get_stage(stage).single_process(values)
+        command = stage_command(stage, stage_recipe, config, resume, single)
+        banner(title + (f" — resuming from {resume}" if resume else " — resuming" if action == "resume" else ""))
         print("$ " + " ".join(command), flush=True)
         info.update(status="running", started=_now(), command=command, resumed_from=resume)
         info.pop("ended", None)

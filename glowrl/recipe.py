@@ -166,9 +166,15 @@ def parse_dataclasses(dataclass_types, values: dict, argv: list[str] | None = No
         `tuple`: one instance per dataclass type, in order.
     """
     known = field_names(dataclass_types)
-    for key in values:
+    types = {f.name: str(f.type) for dt in dataclass_types for f in fields(dt)}
+    for key, value in values.items():
         if key not in known:
             raise unknown_key_error(key, known, where)
+        if isinstance(value, bool) and "bool" not in types[key]:
+            raise RecipeError(
+                f"{key}: {str(value).lower()} is not a valid value (YAML reads an unquoted yes/no/on/off as "
+                f"true/false; quote it, e.g. {key}: \"no\")"
+            )
     parser = _argument_parser(dataclass_types)
     parser.set_defaults(**values)
     for action in parser._actions:  # a value from the recipe satisfies a required field

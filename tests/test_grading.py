@@ -20,6 +20,7 @@ import pytest
 
 from glowrl.grading import answers_match, extract_boxed, verify_answer, verify_batch
 from glowrl.grading.verifier import MAX_ANSWER_CHARS
+from glowrl.io import read_jsonl
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,3 +209,31 @@ def test_forked_children_do_not_share_the_parents_worker():
     with multiprocessing.get_context("fork").Pool(4) as pool:  # as `datasets.map(num_proc=4)` does
         assert pool.map(_grade_in_child, golds, chunksize=1) == [1.0, 0.0, 1.0, 0.0]
     assert verify_answer(r"\boxed{\frac{10}{2}}", r"\sqrt{25}") == 1.0
+
+
+# Raw gold answers as public math benchmarks ship them (Minerva-Math, OlympiadBench), each with how a model writes it.
+RAW_GOLDS = [
+    ("-2./5", r"-\frac{2}{5}", r"\frac{2}{5}"),
+    (r"\frac{2}{5} A_{1}+\frac{3}{5} A_{2}", r"\frac{2}{5}A_1+\frac{3}{5}A_2", r"\frac{3}{5}A_1+\frac{2}{5}A_2"),
+    ("A_{1},A_{2}", "A_1, A_2", "A_1, A_3"),
+    ("np.sqrt(2)/3", r"\frac{\sqrt{2}}{3}", r"\frac{\sqrt{3}}{2}"),
+    ("np.arcsin(10/13)", r"\arcsin\left(\frac{10}{13}\right)", r"\arccos\left(\frac{10}{13}\right)"),
+    (r"\frac{1}{3} E_{1}+\frac{2}{3} E_{2}", r"\frac{E_1}{3}+\frac{2E_2}{3}", r"\frac{E_1}{2}+\frac{E_2}{2}"),
+    ("$m_{\\max }=n^{2}-n-1$", r"m_{\max}=n^2-n-1", r"m_{\max}=n^2-n"),
+    ("$f(x)=a x+b$, where $b$ is an arbitrary integer", "f(x)=ax+b", "f(x)=ax"),
+    ("$t(0,4]$", "(0,4]", "[0,4]"),
+]
+
+
+@pytest.mark.parametrize(("gold", "right", "wrong"), RAW_GOLDS, ids=[g for g, _, _ in RAW_GOLDS])
+def test_raw_gold_answers_parse_and_only_the_right_answer_matches(gold, right, wrong):
+    assert verify_answer(rf"so \boxed{{{right}}}", gold) == 1.0
+    assert verify_answer(rf"so \boxed{{{wrong}}}", gold) == 0.0
+
+
+def test_every_shipped_math_gold_parses_and_matches_itself_only():
+    """Recall and false positives of the grader on the raw golds of the five shipped math benchmarks."""
+    for name in ("math500", "aime24", "amc23", "minerva_math", "olympiadbench"):
+        golds = [str(row["answer"]) for row in read_jsonl(REPO / f"glowrl/assets/eval_sets/{name}.jsonl")]
+        own = verify_batch([rf"\boxed{{{g}}}" for g in golds], golds)
+        assert own == [1.0] * len(golds), (name, [g for g, s in zip(golds, own, strict=True) if s != 1.0][:5])

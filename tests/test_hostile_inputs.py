@@ -117,6 +117,7 @@ def test_output_dir_that_is_a_file_is_refused(sft_argv, tmp_path, capsys):
         ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be positive"),
         ({"trajectories": "both"}, "trajectories must be one of all, positive, negative, got 'both'"),
         ({"bf16": True, "use_cpu": False}, "bf16: true (TRL's default) needs a GPU"),
+        ({"save_strategy": False}, "save_strategy: false is not a valid value (YAML reads an unquoted yes/no"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_key(sft_argv, tmp_path, capsys, changes, message):

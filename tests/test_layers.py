@@ -46,7 +46,7 @@ LAYERS = [
             "glowrl.evaluation.report",
         ],
     ),
-    ("trainers and evaluation API", ["glowrl.glow", "glowrl.evaluation"]),
+    ("trainers, evaluation API, teacher sampling", ["glowrl.glow", "glowrl.evaluation", "glowrl.teacher"]),
     ("RL algorithms", ["glowrl.rl"]),
     ("stages", ["glowrl.stages"]),
     ("pipeline", ["glowrl.pipeline"]),

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from utils import REPO
 
-from glowrl.recipe import load_recipe
-from glowrl.stages import available_stages, get_stage, parse_stage_args, resolve_recipe
+from glowrl.recipe import field_names, load_recipe
+from glowrl.stages import available_stages, get_stage, parse_stage_args, resolve_recipe, selected_dataclass_types
 
 
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
@@ -39,7 +39,8 @@ def test_every_recipe_instantiates_every_stage_config(path, monkeypatch):
     if any(name in recipe for name in available_stages()):
         assert set(resolve_recipe(recipe)) == set(stages_of(path, recipe))
     for stage in stages_of(path, recipe):
-        argv = ["--config", str(path), *CPU_OVERRIDES]
+        known = field_names(selected_dataclass_types(get_stage(stage), {**recipe, **(recipe.get(stage) or {})}))
+        argv = ["--config", str(path), *(CPU_OVERRIDES if "use_cpu" in known else [])]
         if recipe.get("use_vllm") or (recipe.get(stage) or {}).get("use_vllm"):
             argv += ["--use_vllm", "false"]  # vLLM is GPU-only; the other keys are still checked
         parsed = parse_stage_args(get_stage(stage), argv)

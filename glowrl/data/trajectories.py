@@ -12,6 +12,7 @@ unique across the whole mixture (the published code numbered each dataset from 0
 share a loss-history slot).
 """
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 from ..chat import DEFAULT_INSTRUCTION, completion_text, prompt_messages
 from ..errors import DataError
 from ..grading import verify_batch
+from .selection import drop_truncated, select_per_problem
 from .tables import load_table, peek_columns
 
 
@@ -72,6 +74,23 @@ class TrajectoryArguments:
     instruction: str = field(
         default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to a problem to build the user turn."}
     )
+    keep_truncated: bool = field(
+        default=False,
+        metadata={"help": "Keep samples cut off by max_new_tokens (truncated: true) as negatives; dropped otherwise."},
+    )
+    max_per_problem: int = field(
+        default=None, metadata={"help": "At most this many trajectories per problem and label (by selection_seed)."}
+    )
+    balance: bool = field(
+        default=False, metadata={"help": "As many negatives as positives per problem (the smaller count of both)."}
+    )
+    drop_always_correct: bool = field(
+        default=False, metadata={"help": "Drop the problems whose every labelled trajectory is correct."}
+    )
+    drop_never_correct: bool = field(
+        default=False, metadata={"help": "Drop the problems whose every labelled trajectory is incorrect."}
+    )
+    selection_seed: int = field(default=0, metadata={"help": "Seed of which trajectories max_per_problem keeps."})
 
     def __post_init__(self):
         if isinstance(self.dataset_paths, str):
@@ -145,6 +164,7 @@ def normalize_trajectories(table: "Dataset", args: TrajectoryArguments, source: 
     columns = set(table.column_names)
     kind = trajectory_format(columns, args, source)
     has_answer, has_correct = args.answer_column in columns, args.correct_column in columns
+    has_id = "problem_id" in columns
 
     def convert(row, index):
         if kind == "messages":
@@ -170,12 +190,15 @@ def normalize_trajectories(table: "Dataset", args: TrajectoryArguments, source: 
             )
         correct = parse_correct(row[args.correct_column], source, index) if has_correct else None
         answer = row[args.answer_column] if has_answer else None
+        truncated = bool(row.get("truncated")) or row.get("finish_reason") == "length"
         return {
             "prompt": prompt,
             "completion": completion,
             "answer": None if answer is None or str(answer).strip() == "" else str(answer),
             "correct": correct,
             "source": source,
+            "group": str(row["problem_id"]) if has_id else json.dumps(prompt, sort_keys=True),
+            "truncated": truncated,
         }
 
     from datasets import Features, List, Value
@@ -188,6 +211,8 @@ def normalize_trajectories(table: "Dataset", args: TrajectoryArguments, source: 
             "answer": Value("string"),
             "correct": Value("bool"),
             "source": Value("string"),
+            "group": Value("string"),  # the problem: its problem_id, else its prompt
+            "truncated": Value("bool"),
         }
     )
     return table.map(
@@ -251,5 +276,6 @@ def build_trajectory_dataset(args: TrajectoryArguments) -> "Dataset":
                 "correct_column/answer_column), or use trajectories: all"
             )
         dataset = label_trajectories(dataset)
+    dataset = select_per_problem(drop_truncated(dataset, args.keep_truncated), args)
     dataset = select_arm(dataset, args.trajectories)
     return dataset.add_column("sample_id", list(range(len(dataset))))

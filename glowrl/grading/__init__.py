@@ -6,7 +6,23 @@ three can never disagree. `boxed` reads answers out of text; `verifier` runs mat
 """
 
 from .boxed import as_answer, extract_boxed
-from .verifier import GRADING_TIMEOUT, answers_match, verify_answer, verify_batch
+from .verifier import (
+    GRADING_TIMEOUT,
+    answers_match,
+    grading_workers,
+    set_grading_workers,
+    verify_answer,
+    verify_batch,
+)
 
 
-__all__ = ["GRADING_TIMEOUT", "answers_match", "as_answer", "extract_boxed", "verify_answer", "verify_batch"]
+__all__ = [
+    "GRADING_TIMEOUT",
+    "answers_match",
+    "as_answer",
+    "extract_boxed",
+    "grading_workers",
+    "set_grading_workers",
+    "verify_answer",
+    "verify_batch",
+]

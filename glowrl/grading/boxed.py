@@ -45,8 +45,13 @@ def extract_boxed(text: str) -> str | None:
     return None if best is None else text[best[0] : best[1]]
 
 
+_FONT_WRAPPER = re.compile(r"^\\(?:textbf|mathbf|text|mathrm)\{(.*)\}$", re.DOTALL)
+_PARENTHESISED_INTEGER = re.compile(r"^\(\s*(\d+)\s*\)$")
+
+
 def as_answer(text) -> str | None:
-    """Normalise a gold or predicted answer: numbers to str, a boxed text to its box, no blanks or trailing period."""
+    """Normalise a gold or predicted answer: numbers to str, a boxed text to its box, no blanks or trailing period,
+    no font wrapper around the whole answer, and no parentheses around a lone integer (`\textbf{(073)}` is `073`)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         text = str(text)
     if not isinstance(text, str):
@@ -54,4 +59,8 @@ def as_answer(text) -> str | None:
     if "\\boxed" in text or "\\fbox" in text:
         text = extract_boxed(text) or ""
     text = text.strip().rstrip(".").strip()
+    wrapped = _FONT_WRAPPER.match(text)
+    text = wrapped.group(1).strip() if wrapped else text
+    integer = _PARENTHESISED_INTEGER.match(text)
+    text = integer.group(1) if integer else text
     return text or None

@@ -13,7 +13,8 @@ seconds (default [`GRADING_TIMEOUT`]); a worker that runs past it is killed and 
 `None` when it was the gold answer that did not parse in time. A call therefore returns within about `timeout` per
 distinct pair it sends to a worker, plus the start of a worker (under a second) when none is idle. Plain numbers, exact
 matches, missing boxes, over-long answers and pairs seen before are settled without a worker, and large batches are
-split over up to [`GRADING_WORKERS`] workers. POSIX only (the deadline waits on a pipe with `select`).
+split over up to [`grading_workers`] workers (default: the cores this process may use; [`set_grading_workers`] changes
+it). POSIX only (the deadline waits on a pipe with `select`).
 """
 
 import atexit
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 GRADING_TIMEOUT = 5.0  # seconds one (answer, gold) comparison may take; the default of every `timeout` argument
 WORKER_START_TIMEOUT = 60.0  # seconds a fresh worker may take to import math-verify (usually under one)
 MAX_ANSWER_CHARS = 1000  # longer predicted answers score 0.0 unparsed (MATH-500 gold answers are at most 53 chars)
-GRADING_WORKERS = min(4, os.cpu_count() or 1)  # worker processes a large batch is split over
+_grading_workers = None  # worker processes a large batch is split over; None: one per usable core
 _MIN_PAIRS_PER_WORKER = 32
 _CACHE_SIZE = 1 << 16
 
@@ -165,6 +166,21 @@ def _quick_score(answer: str | None, gold: str | None, timeout: float):
     return _PENDING
 
 
+def grading_workers() -> int:
+    """How many worker processes a large batch is graded in: [`set_grading_workers`]'s value, else the usable cores."""
+    if _grading_workers is not None:
+        return _grading_workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def set_grading_workers(workers: int | None) -> None:
+    """Grade large batches in `workers` processes (`None`: one per usable core). Each holds math-verify (~60 MB)."""
+    global _grading_workers
+    if workers is not None and workers < 1:
+        raise ValueError(f"grading_workers must be at least 1, got {workers}")
+    _grading_workers = workers
+
+
 def _grade(answers: list, golds: Sequence, timeout: float | None) -> list:
     """Score predicted answers (`None` = no box) against golds: cheap checks first, the rest in workers."""
     timeout = GRADING_TIMEOUT if timeout is None else float(timeout)
@@ -178,7 +194,7 @@ def _grade(answers: list, golds: Sequence, timeout: float | None) -> list:
         if score is _PENDING:
             pending.setdefault((answer, gold), []).append(i)
     pairs = list(pending)
-    num_chunks = min(GRADING_WORKERS, -(-len(pairs) // _MIN_PAIRS_PER_WORKER))
+    num_chunks = min(grading_workers(), -(-len(pairs) // _MIN_PAIRS_PER_WORKER))
     if num_chunks > 1:  # big batches (data labelling, evaluation) are split over several workers
         size = -(-len(pairs) // num_chunks)
         with ThreadPoolExecutor(num_chunks) as pool:

@@ -52,6 +52,12 @@ class Stage:
             `check(*parsed, linked=fields)`: what can be checked before anything runs (paths, data files, the output
             directory), skipping the fields in `linked` that earlier stages will produce. The pipeline runs every
             stage's check before it deletes or launches anything.
+        resumes_itself (`bool`, *optional*):
+            A re-run with the same values continues from what its output directory holds (generation), instead of
+            from a `checkpoint-N` (training).
+        single_process (`callable`, *optional*):
+            `single_process(values) -> bool`: run it as one plain process, not under `accelerate launch` (vLLM
+            generation manages its own GPUs).
         selector (`str`, *optional*):
             A field whose command-line value must be known before parsing because it chooses the dataclasses.
         help_types (`tuple`, *optional*):
@@ -68,6 +74,8 @@ class Stage:
     inputs: dict = field(default_factory=dict)
     selector: str | None = None
     check: Callable | None = None
+    resumes_itself: bool = False
+    single_process: Callable = field(default=lambda values: False)
     help_types: tuple = ()
     help_note: str = ""
 

@@ -63,6 +63,7 @@ STAGE = Stage(
     dataclass_types=dataclass_types,
     run=run,
     check=check,
+    inputs={"model_name_or_path": "model", "dataset_paths": "trajectories"},
     help_types=(RunArguments, TrajectoryArguments, GLOWArguments),
     help_note="and every field of trl.SFTConfig (training) and trl.ModelConfig (model, dtype, LoRA)",
 )
