@@ -1,6 +1,6 @@
 """The shared grader on real gold answers: recall, false positives, and labelling throughput against worker count.
 
-    python benchmarks/grader.py --output grader.json          # recall/false positives + throughput for 1..cores workers
+    python benchmarks/grader.py --output grader.json      # recall/false positives + throughput for 1..cores workers
     python benchmarks/grader.py --workers 1,2 --pairs 400     # a shorter throughput sweep
 
 Recall: each benchmark's gold answer, written as a model writes a final answer (`\\boxed{gold}`), must score 1 against

@@ -173,7 +173,7 @@ def parse_dataclasses(dataclass_types, values: dict, argv: list[str] | None = No
         if isinstance(value, bool) and "bool" not in types[key]:
             raise RecipeError(
                 f"{key}: {str(value).lower()} is not a valid value (YAML reads an unquoted yes/no/on/off as "
-                f"true/false; quote it, e.g. {key}: \"no\")"
+                f'true/false; quote it, e.g. {key}: "no")'
             )
     parser = _argument_parser(dataclass_types)
     parser.set_defaults(**values)

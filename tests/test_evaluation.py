@@ -284,7 +284,8 @@ def test_eval_run_writes_complete_results(tiny_model, uniform_model, tmp_path, c
                 for sample in problem["samples"]:
                     assert set(sample) == {"completion", "answer", "correct", "num_tokens", "entropy", "truncated"}
                     assert 1 <= sample["num_tokens"] <= 8
-        assert model["averages"]["in_domain"]["benchmarks"] == ["math500", "aime24", "amc23"]
+        in_domain = ["math500", "aime24", "amc23", "minerva_math", "olympiadbench"]
+        assert model["averages"]["in_domain"]["benchmarks"] == in_domain
         assert model["averages"]["out_of_domain"]["benchmarks"] == ["gpqa_diamond", "bbh"]
     uniform = results["models"][1]
     assert uniform["averages"]["in_domain"]["entropy"] == pytest.approx(math.log(VOCAB_SIZE), abs=1e-4)

@@ -1,4 +1,4 @@
-"""Evaluation sets: the five shipped benchmark files, custom JSONL files, and the GPQA option shuffle.
+"""Evaluation sets: the seven shipped benchmark files, custom JSONL files, and the GPQA option shuffle.
 
 The shipped files are the GLOW paper's public evaluation files, unchanged, in `glowrl/assets/eval_sets/`. Each is read
 through a [`BenchmarkSpec`] that names its question, answer and id fields and how it is scored (`kind`). Any other
@@ -67,6 +67,8 @@ BENCHMARKS = {
     "math500": BenchmarkSpec("math500", "math", "problem", "answer", "unique_id", in_domain=True),
     "aime24": BenchmarkSpec("aime24", "math", "problem", "answer", "id", in_domain=True),
     "amc23": BenchmarkSpec("amc23", "math", "problem", "answer", "id", in_domain=True),
+    "minerva_math": BenchmarkSpec("minerva_math", "math", "question", "answer", None, in_domain=True),
+    "olympiadbench": BenchmarkSpec("olympiadbench", "math", "question", "answer", "id", in_domain=True),
     "gpqa_diamond": BenchmarkSpec("gpqa_diamond", "mc", "question", "answer", "id", in_domain=False),
     "bbh": BenchmarkSpec("bbh", "bbh", "input", "target", None, in_domain=False),
 }

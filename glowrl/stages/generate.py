@@ -29,6 +29,8 @@ class GenerateArguments:
 
     Parameters:
         teacher (`str`): Teacher model directory or Hub name.
+        model_name_or_path (`str`, *optional*): The student SFT will train (in a pipeline, the shared key): every
+            stored completion is checked to re-render verbatim under its chat template (default: the teacher's).
         dataset_paths (`list[str]`): Problems (local JSONL/Parquet/CSV or Hub datasets) with a gold answer per row.
         problem_column, answer_column, id_column (`str`): Columns of the problem, its gold answer (else `solution`)
             and its id (else `<file stem>-<row>`).
@@ -42,6 +44,10 @@ class GenerateArguments:
 
     teacher: str = field(default=None, metadata={"help": "Teacher model directory or Hub name."})
     teacher_revision: str = field(default=None, metadata={"help": "Hub revision of the teacher."})
+    model_name_or_path: str = field(
+        default=None,
+        metadata={"help": "The student SFT trains: completions are checked to re-render under its chat template."},
+    )
     dataset_paths: list[str] = field(default=None, metadata={"help": "Problems with gold answers."})
     dataset_split: str = field(default="train", metadata={"help": "Split to load from Hub datasets."})
     problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
@@ -110,6 +116,8 @@ def check(args: GenerateArguments, linked=()):
 
     parse_shard(args.shard)
     check_model_path(args.teacher, "teacher")
+    if args.model_name_or_path and "model_name_or_path" not in linked:
+        check_model_path(args.model_name_or_path)
     if not args.dataset_paths:
         raise RecipeError("dataset_paths is required: problems with gold answers for the teacher to solve")
     for path in args.dataset_paths:

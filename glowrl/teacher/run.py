@@ -21,7 +21,7 @@ from ..grading import set_grading_workers, verify_batch
 from ..io import write_json
 from ..outputs import check_output, clear_dir
 from .store import TrajectoryFile, merge_shards, parse_shard, shard_file
-from .templates import AssistantTurn
+from .templates import AssistantTurn, check_round_trip
 
 
 CONFIG_NAME = "generate_config.json"
@@ -148,6 +148,9 @@ def generate(args) -> dict:
     tokenizer = load_tokenizer(
         args.teacher, args.teacher_revision, args.chat_template_path, field="teacher", require_chat_template=True
     )
+    trainee = tokenizer  # the tokenizer SFT will train with: the student's when given, else the teacher's
+    if args.model_name_or_path and args.model_name_or_path != args.teacher:
+        trainee = load_tokenizer(args.model_name_or_path, field="model_name_or_path", require_chat_template=True)
     _prepare_output(args, run_config(args, tokenizer), shard)
     store = TrajectoryFile(shard_file(args.output_dir, shard))
     todo = [p for p in mine if any((p["problem_id"], s) not in store.done for s in range(args.num_samples))]
@@ -171,7 +174,8 @@ def generate(args) -> dict:
                 samples = [sampler.sample(turns[0].generation_prompt, seeds[0])]
             rows = []
             for problem, prompt, turn, drawn in zip(batch, prompts, turns, samples, strict=True):
-                turn.check(tokenizer, prompt, drawn[0].text, args.chat_template_kwargs)
+                for sample in drawn:
+                    check_round_trip(trainee, prompt, turn.completion(sample.text), args.chat_template_kwargs)
                 missing = [s for s in range(args.num_samples) if (problem["problem_id"], s) not in store.done]
                 chosen = [drawn[s] for s in missing]
                 rows += _rows(problem, turn, prompt, chosen, missing, args.teacher)

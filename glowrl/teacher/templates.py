@@ -6,8 +6,8 @@ if the stored completion carries whatever the generation prompt already opened i
 that starts the answer with `<think>\\n` (Qwen3-style thinking, DeepSeek-R1) puts it in the generation prompt, so the
 model never generates it, and a completion stored without it would be trained on as if the model had skipped it (the
 bug TRL fixed for Qwen3 in its issue #6361). [`AssistantTurn`] finds that opening once per prompt and
-[`AssistantTurn.completion`] prepends it; [`AssistantTurn.check`] refuses a template under which the stored completion
-would not re-render as generated.
+[`AssistantTurn.completion`] prepends it; [`check_round_trip`] refuses a training template (the student's, which may
+not be the teacher's) under which a stored completion would not re-render verbatim as the assistant's content.
 """
 
 from dataclasses import dataclass
@@ -61,18 +61,28 @@ class AssistantTurn:
         """The completion to store for `generated`: the assistant content as a whole conversation renders it."""
         return self.opening + generated
 
-    def check(self, tokenizer, prompt: list[dict], generated: str, chat_template_kwargs: dict | None = None) -> None:
-        """Refuse when `prompt` + the stored completion does not render as the generation prompt + `generated`."""
-        conversation = [*prompt, {"role": "assistant", "content": self.completion(generated)}]
-        full = render(tokenizer, conversation, False, chat_template_kwargs)
-        if not full.startswith(self.generation_prompt + generated):
-            at = len(_common_prefix(full, self.generation_prompt + generated))
-            raise GlowrlError(
-                f"chat template: a stored completion re-renders differently from what was generated (at character "
-                f"{at}: {full[at : at + 40]!r}); the template rewrites assistant content (e.g. strips a thinking "
-                "block), so SFT would train on text the teacher never produced; give a training template that keeps "
-                "the content as is (chat_template_path)"
-            )
+
+def check_round_trip(tokenizer, prompt: list[dict], completion: str, chat_template_kwargs: dict | None = None) -> None:
+    """Refuse when the training template does not render `completion` verbatim as the assistant's content.
+
+    SFT trains on what a whole conversation renders after the prompt: that must be the stored completion (the
+    teacher's opening plus what it generated) followed only by the end of the turn, and the conversation must start
+    with the prompt as rendered for generation, or the split between prompt and completion is not clean.
+    """
+    conversation = [*prompt, {"role": "assistant", "content": completion}]
+    full = render(tokenizer, conversation, False, chat_template_kwargs)
+    marked = render(tokenizer, [*prompt, {"role": "assistant", "content": _SENTINEL}], False, chat_template_kwargs)
+    head = marked[: marked.index(_SENTINEL)] if _SENTINEL in marked else ""
+    generation_prompt = render(tokenizer, prompt, True, chat_template_kwargs)
+    if not (full.startswith(head + completion) and full.startswith(generation_prompt)):
+        expected = generation_prompt if full.startswith(head + completion) else head + completion
+        at = len(_common_prefix(full, expected))
+        raise GlowrlError(
+            f"chat template: a stored completion re-renders differently from what was generated (at character "
+            f"{at}: {full[at : at + 40]!r}); the training template rewrites assistant content (e.g. strips or adds a "
+            "thinking block), so SFT would train on text the teacher never produced; give a training template that "
+            "keeps the content as is (chat_template_path, or model_name_or_path: the student)"
+        )
 
 
 def _common_prefix(a: str, b: str) -> str:
