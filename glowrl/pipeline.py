@@ -137,7 +137,7 @@ def validate(resolved: dict, accelerate_config: str | None) -> None:
         here = {k: v for k, v in (("use_cpu", True), ("bf16", False), ("use_vllm", False)) if k in known}
         with validating_for_world_size(world_size):
             parsed = parse_dataclasses(types, {**values, **here}, where=f"section {name}:")
-        linked = {key for key, kind in stage.inputs.items() if kind in produced} | {"output_dir"}
+        linked = {key for key, kind in stage.inputs.items() if kind.rstrip("*") in produced} | {"output_dir"}
         if stage.check is not None:
             stage.check(*parsed, linked=linked)
         inputs = {key: values.get(key) for key in ("model_name_or_path", "dataset_paths", "teacher")}
@@ -272,9 +272,14 @@ def _run_stages(root: Path, resolved: dict, manifest: dict, config: str | None, 
 
 def summary(root: Path, manifest: dict):
     banner("summary")
+    details = []
     for stage, info in manifest["stages"].items():
         metrics = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("metrics", {}).items()
         )
-        print(f"  {stage:<4} {info['status']:<8} {info['config']['output_dir']}  {metrics}")
+        print(f"  {stage:<8} {info['status']:<8} {info['config']['output_dir']}  {metrics}")
+        text = get_stage(stage).summary(info["config"]) if info["status"] == "done" else None
+        details += [f"\n{stage}:\n{text}"] if text else []
     print(f"  manifest: {root / MANIFEST_NAME}")
+    for text in details:
+        print(text)

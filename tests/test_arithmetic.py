@@ -16,7 +16,7 @@ import pytest
 from glowrl.chat import DEFAULT_INSTRUCTION, user_prompt
 from glowrl.cli import main as glowrl_main
 from glowrl.grading import verify_answer
-from glowrl.io import write_jsonl
+from glowrl.io import read_jsonl, write_jsonl
 from glowrl.toy.arithmetic import (
     INSTRUCTION,
     MAX_VALUE,
@@ -210,6 +210,12 @@ def test_bundled_file_matches_the_generator():
     for row in rows:
         groups[row["problem_id"]].add(row["correct"])
     assert sum(g == {True, False} for g in groups.values()) >= 0.9 * len(groups)
+
+
+def test_bundled_evaluation_splits_match_the_generator():
+    for split in ("in_domain", "out_of_domain"):
+        rows = read_jsonl(resources.files("glowrl").joinpath(f"assets/arithmetic_{split}.jsonl"))
+        assert rows == generate_problems(50, seed=0, split=split)
 
 
 def test_cli_and_write_jsonl(tmp_path, capsys):

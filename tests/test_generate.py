@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -177,15 +178,21 @@ def test_generate_then_sft_then_rl_in_one_pipeline(tmp_path, sft_checkpoint, tin
     recipe["generate"].update(teacher=sft_checkpoint, num_samples=4, max_new_tokens=24)
     recipe["sft"].update(num_train_epochs=1, save_strategy="no")
     recipe["rl"].update(max_steps=1, num_generations=4, per_device_train_batch_size=4, save_strategy="no")
+    recipe["eval"].update(max_problems=3, max_new_tokens=16, num_samples=1)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     assert run(str(path), []) == 0
     manifest = json.loads((tmp_path / "run" / "pipeline.json").read_text())
-    assert [manifest["stages"][s]["status"] for s in ("generate", "sft", "rl")] == ["done"] * 3
+    assert [manifest["stages"][s]["status"] for s in ("generate", "sft", "rl", "eval")] == ["done"] * 4
     generated = str(tmp_path / "run" / "generate" / "trajectories.jsonl")
     assert manifest["stages"]["sft"]["config"]["dataset_paths"] == [generated]  # linked by what generate produced
     assert manifest["stages"]["rl"]["config"]["dataset_paths"] == [problems]  # RL keeps the shared problems
     assert (tmp_path / "run" / "rl" / "model.safetensors").is_file()
+    handoff = json.loads((tmp_path / "run" / "rl" / "readiness.json").read_text())
+    assert handoff["before"]["prompts"] == handoff["after"]["prompts"] == 6  # the report before and after RL
+    results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == [Path(tiny_model_dir).name, "sft", "rl"]  # base first
+    assert all(set(m["averages"]) == {"in_domain", "out_of_domain"} for m in results["models"])
     assert run(str(path), [], launcher=lambda command: pytest.fail(f"re-launched {command}")) == 0  # all done
 
 

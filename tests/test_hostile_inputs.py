@@ -241,6 +241,7 @@ def test_tiny_model_and_demo_refuse_what_they_did_not_write(tmp_path, capsys):
 def pipeline_recipe(tmp_path, tiny_model_dir, addition_file):
     def write(sft=None, rl=None, **shared):
         recipe = yaml.safe_load((REPO / "recipes/tiny/pipeline.yaml").read_text())
+        del recipe["eval"]  # SFT and RL only: the eval stage has its own tests
         recipe.update(
             model_name_or_path=tiny_model_dir, dataset_paths=[addition_file], output_root=str(tmp_path / "run")
         )

@@ -44,6 +44,7 @@ LAYERS = [
             "glowrl.evaluation.eval_sets",
             "glowrl.evaluation.metrics",
             "glowrl.evaluation.report",
+            "glowrl.evaluation.stats",
         ],
     ),
     ("trainers, evaluation API, teacher sampling", ["glowrl.glow", "glowrl.evaluation", "glowrl.teacher"]),

@@ -25,6 +25,7 @@ LORA = {"use_peft": True, "lora_r": 8, "lora_alpha": 16, "lora_target_modules": 
 
 def lora_recipe(tmp_path, tiny_model_dir, data, rl: dict) -> str:
     recipe = yaml.safe_load((REPO / "recipes/tiny/pipeline.yaml").read_text())
+    del recipe["eval"]  # SFT and RL only: the eval stage has its own tests
     recipe.update(model_name_or_path=tiny_model_dir, dataset_paths=[data], output_root=str(tmp_path / "run"))
     recipe["sft"].update(num_train_epochs=2, per_device_train_batch_size=16, learning_rate=1e-2, save_strategy="no")
     recipe["sft"].update(LORA)

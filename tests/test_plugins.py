@@ -129,7 +129,8 @@ def count_stage():
 def in_process(command: list[str]) -> int:
     """A launcher that runs `... -m glowrl <stage> ...` in this process, where the test's stage is registered."""
     print("$ " + shlex.join(command))
-    return glowrl_main(command[command.index("glowrl", command.index("-m", 3)) + 1 :])
+    start = next(i + 2 for i in range(len(command) - 2) if command[i : i + 2] == ["-m", "glowrl"])
+    return glowrl_main(command[start:])
 
 
 def test_a_stage_defined_here_gets_a_section_a_command_and_a_place_in_the_pipeline(
@@ -140,6 +141,8 @@ def test_a_stage_defined_here_gets_a_section_a_command_and_a_place_in_the_pipeli
     assert glowrl_main(["count", "--help"]) == 0 and "--model_name_or_path" in capsys.readouterr().out
 
     recipe = yaml.safe_load((REPO / "recipes/tiny/pipeline.yaml").read_text())
+
+    del recipe["eval"]  # SFT and RL only: the eval stage has its own tests
     recipe.update(model_name_or_path=tiny_model_dir, dataset_paths=[addition_file], output_root=str(tmp_path / "run"))
     recipe["sft"].update(num_train_epochs=1, save_strategy="no", logging_steps=1)
     del recipe["rl"]

@@ -89,7 +89,7 @@ def stage_help(name: str, argv: list[str]) -> str:
 
 
 def usage() -> str:
-    stages = {name: get_stage(name).help for name in available_stages()}
+    stages = {name: get_stage(name).help for name in available_stages() if name not in TOOLS}
     commands = {**{name: help_ for name, (help_, _) in TOOLS.items()}, **stages}
     width = max(map(len, commands)) + 2
     lines = [f"  {name:<{width}} {help_}" for name, help_ in commands.items()]
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(usage())
         return 0
     command, rest = argv[0], argv[1:]
-    if command in TOOLS:
+    if command in TOOLS and not (command in available_stages() and "--help-all" in rest):
         return run_guarded(TOOLS[command][1], rest)
     if command in available_stages():
         if any(a in ("-h", "--help", "--help-all") for a in rest):

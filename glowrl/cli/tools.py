@@ -43,18 +43,23 @@ EVAL_CONFIG_KEYS = ("temperature", "top_p", "max_new_tokens", "seed", "num_sampl
 
 
 def eval_parser() -> Parser:
-    from ..evaluation.eval_sets import BENCHMARKS, KINDS
+    from ..evaluation.eval_sets import BENCHMARKS, KINDS, SCHEMAS, SUITES
 
     parser = Parser(
-        prog="glowrl eval", description="Sample from models on benchmarks, score them, and write JSON + markdown."
+        prog="glowrl eval",
+        description="Sample from models on benchmarks, score them, and write JSON + markdown. Without --model and "
+        "--output, `glowrl eval --config recipe.yaml` runs the eval stage on a recipe's eval: section (or a flat "
+        "recipe of its fields; `glowrl eval --help-all` lists them).",
     )
     add = parser.add_argument
     add("--model", action="append", required=True, help="Model directory or Hub id; repeat to compare models.")
-    add("--benchmarks", help=f"Comma-separated shipped benchmarks, from {','.join(BENCHMARKS)} (default: all).")
+    add("--benchmarks", help=f"Comma-separated benchmarks or suites: {','.join([*BENCHMARKS, *SUITES])}.")
     add("--benchmark_file", action="append", default=[], help="Local JSON Lines benchmark (repeatable).")
     add("--problem_field", default="problem", help="Question field of --benchmark_file rows.")
     add("--answer_field", default="answer", help="Gold answer field of --benchmark_file rows.")
     add("--benchmark_kind", choices=KINDS, default="math", help="How --benchmark_file answers are graded.")
+    add("--domain", choices=("in", "out"), help="Average --benchmark_file files in-domain or out-of-domain.")
+    add("--benchmark_schema", choices=SCHEMAS, default="plain", help="Read --benchmark_file as a Hub set's rows.")
     add("--num_samples", type=int, default=1, help="Samples per problem (n).")
     add("--k", help="Comma-separated k shown for pass@k and maj@k in the table (default: powers of 2 up to n, and n).")
     add("--output", type=Path, required=True, help="Results JSON; the markdown table goes next to it as .md.")
@@ -85,6 +90,11 @@ def _eval_config(path: str) -> dict:
 
 
 def evaluate(argv):
+    """`glowrl eval --model M ... --output F` (flags), or the eval stage (`glowrl eval --config recipe.yaml`)."""
+    if not any(a.split("=")[0] in ("--model", "--output", "-h", "--help") for a in argv):
+        from ..stages import run_stage
+
+        return run_stage("eval", argv)
     parser = eval_parser()
     args = parser.parse_args(argv)
     if args.config:  # default < YAML < flag: parse again with the YAML's values as defaults
@@ -111,6 +121,8 @@ def evaluate(argv):
         args.problem_field,
         args.answer_field,
         args.benchmark_kind,
+        args.domain,
+        args.benchmark_schema,
     )
     sampling = SamplingConfig(
         temperature=args.temperature,
@@ -180,6 +192,44 @@ def label(argv):
         f"Labelled {len(labels)} trajectories: {counts[True]} correct, {counts[False]} incorrect, "
         f"{counts[None]} with an unparseable gold answer -> {output}"
     )
+
+
+def readiness_parser() -> Parser:
+    parser = Parser(
+        prog="glowrl readiness",
+        description="The SFT -> RL hand-off report of a model on a recipe's RL prompts, with its sampling settings.",
+    )
+    parser.add_argument("--model", required=True, help="model directory or Hub name (e.g. the SFT output)")
+    parser.add_argument("--config", required=True, help="a recipe with an rl: section, or a flat GRPO/RLOO recipe")
+    parser.add_argument("--prompts", type=int, help="prompts to sample (default: the recipe's readiness_prompts)")
+    parser.add_argument("--output", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    return parser
+
+
+def readiness(argv):
+    args = readiness_parser().parse_args(argv)
+    if args.output is not None:
+        check_suffix(args.output, "--output", (".json",))
+        check_output(args.output, "--output", kind="file", overwrite=args.overwrite)
+    from ..io import write_json
+    from ..models import load_tokenizer
+    from ..rl import get_algorithm
+    from ..stages import get_stage, parse_stage_args
+    from ..stages.rl import handoff_figures_for, handoff_text
+
+    rl_args, *script_args, training_args, _ = parse_stage_args(
+        get_stage("rl"), ["--config", args.config, "--model_name_or_path", args.model]
+    )
+    if not hasattr(training_args, "num_generations"):
+        raise GlowrlError(f"--config: rl.algorithm {rl_args.algorithm} draws no groups; the report is for grpo/rloo")
+    load_tokenizer(args.model, field="--model", require_chat_template=True)  # chat prompts need a chat template
+    dataset = get_algorithm(rl_args.algorithm).build_dataset(*script_args, training_args)
+    rl_args.readiness_prompts = args.prompts or rl_args.readiness_prompts
+    figures = handoff_figures_for(rl_args, training_args, dataset, args.model)
+    print(handoff_text(f"model {args.model}", figures))
+    if args.output is not None:
+        write_json(figures, args.output)
 
 
 def demo_parser() -> Parser:
@@ -269,6 +319,7 @@ TOOLS = {
     "pipeline": ("every stage of a recipe in order, each under accelerate launch", pipeline),
     "eval": ("pass@k, maj@k and inference entropy on math and out-of-domain benchmarks", evaluate),
     "label": ("label trajectories as correct/incorrect with the shared grader", label),
+    "readiness": ("the SFT -> RL hand-off report of a model on a recipe's RL prompts", readiness),
     "tiny-model": ("build the tiny local Qwen2 model used by the tiny recipes", tiny_model),
     "arithmetic-data": ("write the built-in arithmetic trajectories to a file", arithmetic_data),
 }

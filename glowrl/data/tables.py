@@ -75,13 +75,19 @@ def peek_columns(path: str, field: str = "dataset_paths") -> set[str] | None:
     return None  # .json: a whole document; the loader checks it
 
 
-def load_table(path: str, split: str = "train", field: str = "dataset_paths"):
-    """Load one local file (by suffix) or Hub dataset (by name) as a `datasets.Dataset`."""
+def load_table(path: str, split: str = "train", field: str = "dataset_paths", config: str | None = None):
+    """Load one local file (by suffix) or Hub dataset (by name, `config`, `split`) as a `datasets.Dataset`."""
     from datasets import load_dataset
 
     local = _local_file(path, field)
     if local is None:
-        return load_dataset(path, split=split)
+        try:
+            return load_dataset(path, config, split=split)
+        except Exception as error:  # noqa: BLE001 - offline, missing, gated: the loader's errors are long
+            raise DataError(
+                f"{field}: the Hub dataset {path} cannot be loaded ({type(error).__name__}: {str(error)[:160]}); "
+                "check the name and the network, or give a local copy"
+            ) from None
     if local.suffix == ".jsonl":
         _check_jsonl(local, field)
     try:

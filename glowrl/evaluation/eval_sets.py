@@ -42,7 +42,13 @@ class BenchmarkSpec:
         in_domain (`bool`):
             Whether the benchmark counts toward the in-domain (math) average or the out-of-domain one.
         path (`Path` or `None`):
-            Custom file; `None` for the files shipped in `glowrl/assets/eval_sets/`.
+            Custom file (JSONL, JSON, Parquet or CSV); `None` for a shipped file or a Hub dataset.
+        hub (`tuple[str, str | None, str]` or `None`):
+            `(dataset, config, split)` of a benchmark loaded from the Hub when no `path` is given.
+        schema (`str`):
+            How a row becomes a question and gold: `"plain"` (the two fields as they are), `"mmlu"` (`question`,
+            `choices` list, `answer` index) or `"mmlu_pro"` (`question`, `options` list, `answer` letter): the options
+            are written into the question as lettered lines, then shuffled like GPQA's.
     """
 
     name: str
@@ -52,6 +58,8 @@ class BenchmarkSpec:
     id_field: str | None
     in_domain: bool
     path: Path | None = None
+    hub: tuple | None = None
+    schema: str = "plain"
 
 
 @dataclass(frozen=True)
@@ -71,21 +79,62 @@ BENCHMARKS = {
     "olympiadbench": BenchmarkSpec("olympiadbench", "math", "question", "answer", "id", in_domain=True),
     "gpqa_diamond": BenchmarkSpec("gpqa_diamond", "mc", "question", "answer", "id", in_domain=False),
     "bbh": BenchmarkSpec("bbh", "bbh", "input", "target", None, in_domain=False),
+    # The paper's other out-of-domain sets, too large to ship: loaded from the Hub (or a local copy in their schema).
+    "mmlu": BenchmarkSpec(
+        "mmlu", "mc", "question", "answer", None, in_domain=False, hub=("cais/mmlu", "all", "test"), schema="mmlu"
+    ),
+    "mmlu_pro": BenchmarkSpec(
+        "mmlu_pro",
+        "mc",
+        "question",
+        "answer",
+        "question_id",
+        False,
+        hub=("TIGER-Lab/MMLU-Pro", None, "test"),
+        schema="mmlu_pro",
+    ),
 }
 KINDS = ("math", "mc", "bbh")
+SCHEMAS = ("plain", "mmlu", "mmlu_pro")
+# Named sets of benchmarks: the paper's evaluation (in-domain math, out-of-domain general reasoning).
+SUITES = {
+    "paper_in_domain": ["math500", "minerva_math", "olympiadbench", "amc23", "aime24"],
+    "paper_out_of_domain": ["mmlu", "mmlu_pro", "gpqa_diamond", "bbh"],
+}
+SUITES["paper"] = SUITES["paper_in_domain"] + SUITES["paper_out_of_domain"]
+SUITES["shipped"] = [name for name, spec in BENCHMARKS.items() if spec.hub is None]
 
 
-def custom_spec(path: str | Path, problem_field: str, answer_field: str, kind: str = "math") -> BenchmarkSpec:
-    """Spec for a local JSON Lines file: named after its stem, in-domain only when `kind` is `"math"`."""
+def custom_spec(
+    path: str | Path,
+    problem_field: str = "problem",
+    answer_field: str = "answer",
+    kind: str = "math",
+    domain: str | None = None,
+    schema: str = "plain",
+) -> BenchmarkSpec:
+    """Spec for a local file, named after its stem. `domain` is `"in"` or `"out"`; by default a math file is in-domain
+    and any other kind out-of-domain. A `schema` other than `"plain"` reads the file as that Hub dataset's rows."""
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"--benchmark_file: {path} does not exist; pass the path of a JSON Lines file")
-    if path.stem in BENCHMARKS:
+    if domain not in (None, "in", "out"):
+        raise EvaluationError(f"--domain: {domain!r} is not in or out")
+    if schema not in SCHEMAS:
+        raise EvaluationError(f"--benchmark_schema: {schema!r} is not one of {', '.join(SCHEMAS)}")
+    if path.stem in BENCHMARKS and schema == "plain":
         raise EvaluationError(
             f"--benchmark_file: {path.name} has the name of a shipped benchmark; rename the file "
             f"or use --benchmarks {path.stem}"
         )
-    return BenchmarkSpec(path.stem, kind, problem_field, answer_field, "id", in_domain=kind == "math", path=path)
+    in_domain = kind == "math" if domain is None else domain == "in"
+    if schema != "plain":  # a local copy of a Hub benchmark: its fields, id and kind
+        known = next(spec for spec in BENCHMARKS.values() if spec.schema == schema)
+        fields = (known.problem_field, known.answer_field, known.id_field)
+        return BenchmarkSpec(path.stem, "mc", *fields, in_domain, path, schema=schema)
+    return BenchmarkSpec(
+        path.stem, kind, problem_field, answer_field, "id", in_domain=in_domain, path=path, schema=schema
+    )
 
 
 def select_benchmarks(
@@ -94,19 +143,22 @@ def select_benchmarks(
     problem_field: str = "problem",
     answer_field: str = "answer",
     kind: str = "math",
+    domain: str | None = None,
+    schema: str = "plain",
 ) -> list[BenchmarkSpec]:
     """The specs to run: shipped benchmarks by name (all when `names` is `None` and no file is given), then files."""
     if names is None:
-        names = [] if files else list(BENCHMARKS)
-    names = list(dict.fromkeys(name.strip() for name in names if name.strip()))
+        names = [] if files else SUITES["shipped"]
+    names = [member for name in names if name.strip() for member in SUITES.get(name.strip(), [name.strip()])]
+    names = list(dict.fromkeys(names))
     for name in names:
         if name not in BENCHMARKS:
             raise EvaluationError(
-                f"--benchmarks: unknown benchmark '{name}'; valid names: {', '.join(BENCHMARKS)} "
-                "(use --benchmark_file for a local JSONL file)"
+                f"--benchmarks: unknown benchmark '{name}'; valid names: {', '.join(BENCHMARKS)}, or a suite: "
+                f"{', '.join(SUITES)} (use --benchmark_file for a local file)"
             )
     specs = [BENCHMARKS[name] for name in names]
-    specs += [custom_spec(path, problem_field, answer_field, kind) for path in files]
+    specs += [custom_spec(path, problem_field, answer_field, kind, domain, schema) for path in files]
     if not specs:
         raise EvaluationError("--benchmarks: no benchmark selected; name shipped ones or pass --benchmark_file")
     if len({spec.name for spec in specs}) < len(specs):
@@ -114,11 +166,38 @@ def select_benchmarks(
     return specs
 
 
+def _rows_of_schema(spec: BenchmarkSpec, rows: list[dict]) -> list[dict]:
+    """Rows of a Hub benchmark's schema, turned into the plain question/answer fields (options as lettered lines)."""
+    if spec.schema == "plain":
+        return rows
+    plain = []
+    for index, row in enumerate(rows):
+        options, answer = row.get("choices" if spec.schema == "mmlu" else "options"), row.get("answer")
+        if not isinstance(options, list) or answer is None or "question" not in row:
+            fields = "question, choices, answer" if spec.schema == "mmlu" else "question, options, answer"
+            raise EvaluationError(
+                f"{spec.name} row {index}: not in the {spec.schema} schema ({fields}); it has {', '.join(sorted(row))}"
+            )
+        letters = string.ascii_uppercase[: len(options)]
+        gold = letters[answer] if spec.schema == "mmlu" and isinstance(answer, int) else str(answer)
+        body = "".join(f"\n{letter}. {option}" for letter, option in zip(letters, options, strict=True))
+        plain.append({**row, "question": f"{row['question']}\n{body}", "answer": gold})
+    return plain
+
+
 def read_rows(spec: BenchmarkSpec) -> list[dict]:
     """Read the rows of `spec`'s file: the shipped copy through `importlib.resources`, or the custom path."""
-    if spec.path is None:
-        return read_jsonl(resources.files("glowrl").joinpath(f"assets/eval_sets/{spec.name}.jsonl"))
-    return read_jsonl(spec.path)
+    if spec.path is not None and spec.path.suffix == ".jsonl":
+        rows = read_jsonl(spec.path)
+    elif spec.path is not None or spec.hub is not None:
+        from ..data.tables import load_table
+
+        source = str(spec.path) if spec.path is not None else spec.hub[0]
+        split, config = ("train", None) if spec.path is not None else (spec.hub[2], spec.hub[1])
+        rows = list(load_table(source, split, field="--benchmarks", config=config))
+    else:
+        rows = read_jsonl(resources.files("glowrl").joinpath(f"assets/eval_sets/{spec.name}.jsonl"))
+    return _rows_of_schema(spec, rows)
 
 
 def load_problems(spec: BenchmarkSpec, max_problems: int | None = None, choice_seed: int = 0) -> list[Problem]:

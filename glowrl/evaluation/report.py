@@ -1,6 +1,15 @@
-"""Results of an evaluation: in-domain / out-of-domain averages and the markdown table."""
+"""Results of an evaluation: in-domain / out-of-domain averages, paired differences, and the markdown table.
 
-COUNT_KEYS = ("num_problems", "num_samples", "num_unscorable")
+Every accuracy carries a 95% interval; every other model's accuracy also carries its difference from the first model
+with the paired interval of that difference (over the same problems), marked `*` when the interval excludes 0.
+"""
+
+import math
+
+from .stats import Z95, average_interval, excludes_zero, paired_interval, standard_error
+
+
+COUNT_KEYS = ("num_problems", "num_samples", "num_unscorable", "accuracy_se")
 PERCENT_KEYS = ("accuracy", "no_answer_rate", "truncated_rate")
 DOMAINS = {"in_domain": "in-domain avg", "out_of_domain": "out-of-domain avg"}
 
@@ -13,8 +22,9 @@ def domain_averages(benchmarks: dict[str, dict]) -> dict[str, dict]:
             Benchmark name to its result, with `domain` (`"in_domain"` or `"out_of_domain"`) and `metrics`.
 
     Returns:
-        `dict`: for each domain with at least one benchmark, `benchmarks` (the names averaged) and the mean of each
-        metric (a benchmark counts equally whatever its size, as in the paper's averages).
+        `dict`: for each domain with at least one benchmark, `benchmarks` (the names averaged), the mean of each metric
+        (a benchmark counts equally whatever its size, as in the paper's averages) and `accuracy_ci`, from the
+        benchmarks' standard errors (the benchmarks are independent samples).
     """
     averages = {}
     for domain in DOMAINS:
@@ -22,12 +32,48 @@ def domain_averages(benchmarks: dict[str, dict]) -> dict[str, dict]:
         if not members:
             continue
         first = next(iter(members.values()))
-        keys = [key for key in first if key not in COUNT_KEYS and all(m[key] is not None for m in members.values())]
+        keys = [
+            key
+            for key in first
+            if key not in COUNT_KEYS and not key.endswith("_ci") and all(m[key] is not None for m in members.values())
+        ]
         averages[domain] = {
             "benchmarks": list(members),
             **{key: sum(m[key] for m in members.values()) / len(members) for key in keys},
+            "accuracy_ci": list(
+                average_interval(
+                    [m["accuracy"] for m in members.values()], [m["accuracy_se"] for m in members.values()]
+                )
+            ),
         }
     return averages
+
+
+def _per_problem_accuracy(benchmark: dict) -> list[float]:
+    n = benchmark["metrics"]["num_samples"]
+    return [p["num_correct"] / n for p in benchmark["problems"]]
+
+
+def add_deltas(results: dict) -> None:
+    """Give every model after the first `deltas`: its accuracy minus the first model's, per benchmark and domain
+    average, with the paired 95% interval, as `[delta, low, high]`."""
+    reference = results["models"][0]
+    for model in results["models"][1:]:
+        deltas, errors = {}, {domain: [] for domain in DOMAINS}
+        for name, benchmark in model["benchmarks"].items():
+            if name not in reference["benchmarks"]:
+                continue
+            a, b = _per_problem_accuracy(reference["benchmarks"][name]), _per_problem_accuracy(benchmark)
+            deltas[name] = list(paired_interval(a, b))
+            diffs = [y - x for x, y in zip(a, b, strict=True)]
+            errors[benchmark["domain"]].append((deltas[name][0], standard_error(diffs)))
+        for domain, pairs in errors.items():
+            if pairs:
+                delta = sum(d for d, _ in pairs) / len(pairs)
+                missing = any(math.isnan(e) for _, e in pairs)
+                half = math.nan if missing else Z95 * math.sqrt(sum(e * e for _, e in pairs)) / len(pairs)
+                deltas[domain] = [delta, delta - half, delta + half]
+        model["deltas"] = deltas
 
 
 def format_value(key: str, value: float | None) -> str:
@@ -39,12 +85,26 @@ def format_value(key: str, value: float | None) -> str:
     return f"{value:.3f}" if key == "entropy" else f"{value:.0f}"
 
 
+def format_interval(low: float, high: float) -> str:
+    return "" if math.isnan(low) or math.isnan(high) else f" [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def format_delta(key: str, value: float | None, reference: float | None) -> str:
     """Render `value` with its signed difference from `reference` (the first model), in the metric's units."""
     if value is None or reference is None:
         return format_value(key, value)
     delta = format_value(key, abs(value - reference))
     return f"{format_value(key, value)} ({'-' if value < reference else '+'}{delta})"
+
+
+def _accuracy_cell(values: dict, delta: list | None) -> str:
+    low, high = values.get("accuracy_ci") or (math.nan, math.nan)
+    cell = format_value("accuracy", values.get("accuracy")) + format_interval(low, high)
+    if delta is not None:
+        change, low, high = delta
+        star = "*" if excludes_zero(low, high) else ""
+        cell += f" ({'+' if change >= 0 else '-'}{100 * abs(change):.1f}{format_interval(low, high)}{star})"
+    return cell
 
 
 def format_markdown(results: dict, ks: list[int]) -> str:
@@ -54,9 +114,9 @@ def format_markdown(results: dict, ks: list[int]) -> str:
     metrics = ["accuracy", *(f"pass@{k}" for k in ks if k > 1), *(f"maj@{k}" for k in ks)]
     metrics += ["no_answer_rate", "truncated_rate", "entropy", "mean_tokens"]
     config = results["config"]
-    rows = [(name, [m["benchmarks"][name]["metrics"] for m in models]) for name in models[0]["benchmarks"]]
+    rows = [(name, name, [m["benchmarks"][name]["metrics"] for m in models]) for name in models[0]["benchmarks"]]
     rows += [
-        (f"**{label}**", [m["averages"].get(domain, {}) for m in models])
+        (f"**{label}**", domain, [m["averages"].get(domain, {}) for m in models])
         for domain, label in DOMAINS.items()
         if domain in models[0]["averages"]
     ]
@@ -67,19 +127,24 @@ def format_markdown(results: dict, ks: list[int]) -> str:
             f"n = {config['num_samples']} samples per problem, temperature {config['temperature']}, "
             f"top-p {config['top_p']}, at most {config['max_new_tokens']} new tokens, seed {config['seed']}, "
             f"backend {config['backend']}. All columns are percentages (accuracy = pass@1, the mean over samples) "
-            "except entropy (nats per generated token) and mean_tokens; (+x) is the difference from the first model."
+            "except entropy (nats per generated token) and mean_tokens. [a, b]: 95% interval (over problems, and "
+            "over samples when n > 1); (+x [a, b]): the difference from the first model with its paired interval, "
+            "`*` when that interval excludes 0."
         ),
         "",
         "| benchmark | model | " + " | ".join(metrics) + " |",
         "|---" * (len(metrics) + 2) + "|",
     ]
-    for label, per_model in rows:
+    for label, key, per_model in rows:
         for index, (model, values) in enumerate(zip(models, per_model, strict=True)):
+            delta = model.get("deltas", {}).get(key) if index else None
             cells = [
-                format_value(key, values.get(key))
+                _accuracy_cell(values, delta)
+                if metric == "accuracy"
+                else format_value(metric, values.get(metric))
                 if index == 0
-                else format_delta(key, values.get(key), per_model[0].get(key))
-                for key in metrics
+                else format_delta(metric, values.get(metric), per_model[0].get(metric))
+                for metric in metrics
             ]
             lines.append(f"| {label if index == 0 else ''} | {model['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

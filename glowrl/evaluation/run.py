@@ -45,7 +45,7 @@ from .generation import (
     require_vllm,
 )
 from .metrics import score_benchmark
-from .report import domain_averages, format_markdown
+from .report import add_deltas, domain_averages, format_markdown
 
 
 BACKENDS = ("transformers", "vllm")
@@ -182,6 +182,7 @@ def evaluate(
             if output is not None:
                 _write(output, results)
         generator.close()
+    add_deltas(results)
     results["complete"] = True
     if output is not None:
         write_text_atomic(output.with_suffix(".md"), format_markdown(results, ks))

@@ -47,11 +47,14 @@ class Stage:
             `{"model": values["output_dir"]}`.
         inputs (`dict[str, str]`, *optional*):
             Field -> product kind: the field takes the latest earlier product of that kind when the stage's section
-            leaves it unset.
+            leaves it unset (`"model*"`: the list of every earlier product of that kind, in stage order).
         check (`callable`, *optional*):
             `check(*parsed, linked=fields)`: what can be checked before anything runs (paths, data files, the output
             directory), skipping the fields in `linked` that earlier stages will produce. The pipeline runs every
             stage's check before it deletes or launches anything.
+        summary (`callable`, *optional*):
+            `summary(values) -> str | None`: what the pipeline's final summary prints for this stage, read from its
+            output directory (the hand-off report, the evaluation table).
         resumes_itself (`bool`, *optional*):
             A re-run with the same values continues from what its output directory holds (generation), instead of
             from a `checkpoint-N` (training).
@@ -75,6 +78,7 @@ class Stage:
     selector: str | None = None
     check: Callable | None = None
     resumes_itself: bool = False
+    summary: Callable = field(default=lambda values: None)
     single_process: Callable = field(default=lambda values: False)
     help_types: tuple = ()
     help_note: str = ""
@@ -150,7 +154,7 @@ def resolve_recipe(recipe: dict) -> dict[str, dict]:
     for key in shared:
         if key not in PIPELINE_KEYS and not any(key in fields for fields in known.values()):
             raise unknown_key_error(key, set().union(*known.values()) | set(PIPELINE_KEYS), "the recipe")
-    resolved, products = {}, {}
+    resolved, products = {}, {}  # kind -> every earlier stage's product of that kind, in stage order
     for name, section in sections.items():
         stage = stages[name]
         for key in section:
@@ -161,9 +165,11 @@ def resolve_recipe(recipe: dict) -> dict[str, dict]:
         if "output_dir" in known[name]:
             values.setdefault("output_dir", str(Path(recipe["output_root"]) / name))
         for key, kind in stage.inputs.items():
-            if key not in section and kind in products:
-                values[key] = products[kind]
-        products.update(stage.outputs(values))
+            if key not in section and kind.rstrip("*") in products:
+                found = products[kind.rstrip("*")]
+                values[key] = found if kind.endswith("*") else found[-1]
+        for kind, value in stage.outputs(values).items():
+            products.setdefault(kind, []).append(value)
         resolved[name] = values
     return resolved
 

@@ -9,10 +9,16 @@ the command line. It picks the algorithm's dataclasses ([`~glowrl.rl.get_algorit
 into them. In a pipeline, an unset `model_name_or_path` is the latest earlier model (the SFT output).
 """
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .base import Stage
 from .training import RunArguments
+
+
+HANDOFF_NAME = "readiness.json"
 
 
 @dataclass
@@ -22,6 +28,12 @@ class RLArguments(RunArguments):
     algorithm: str = field(
         default="grpo",
         metadata={"help": "RL algorithm: grpo, rloo, dpo, kto, or a dotted module path exporting ALGORITHM."},
+    )
+    readiness_prompts: int = field(
+        default=64,
+        metadata={
+            "help": "Prompts of the hand-off report (readiness.json) before and after RL, for GRPO/RLOO (0: none)."
+        },
     )
 
 
@@ -67,7 +79,10 @@ def run(rl_args: RLArguments, *parsed):
     tokenizer = load_tokenizer(
         model_args.model_name_or_path, model_args.model_revision, algorithm.chat_template_path(*script_args)
     )
-    return train_and_save(
+    report = None
+    if _has_groups(rl_args, training_args, dataset) and int(os.environ.get("RANK", "0")) == 0:
+        report = handoff_report(rl_args, training_args, dataset, model_args.model_name_or_path, resume)
+    trainer = train_and_save(
         algorithm.trainer_class,
         rl_args,
         model_args,
@@ -78,6 +93,81 @@ def run(rl_args: RLArguments, *parsed):
         resume,
         **algorithm.trainer_kwargs(*script_args),
     )
+    if report is not None and trainer.accelerator.is_main_process:
+        report["after"] = handoff_figures_for(rl_args, training_args, dataset, training_args.output_dir)
+        write_handoff(training_args.output_dir, report)
+    return trainer
+
+
+def _has_groups(rl_args: RLArguments, training_args, dataset) -> bool:
+    """An online algorithm (groups of generations per prompt) on problems with gold answers: GRPO, RLOO."""
+    columns = set(dataset.column_names)
+    online = hasattr(training_args, "num_generations")
+    return rl_args.readiness_prompts > 0 and online and {"prompt", "answer"} <= columns
+
+
+def handoff_figures_for(rl_args: RLArguments, training_args, dataset, model: str) -> dict:
+    """The hand-off figures of `model` on the report's prompts, with the RL run's sampling settings."""
+    from ..evaluation.readiness import readiness, sample_prompts
+
+    rows = dataset.select(sample_prompts(rl_args.readiness_prompts, len(dataset), training_args.seed))
+    return readiness(
+        model,
+        list(rows["prompt"]),
+        list(rows["answer"]),
+        training_args.num_generations,
+        training_args.temperature,
+        training_args.top_p,
+        training_args.max_completion_length,
+        seed=training_args.seed,
+        backend="vllm" if getattr(training_args, "use_vllm", False) else "transformers",
+    )
+
+
+def handoff_report(rl_args: RLArguments, training_args, dataset, model: str, resume) -> dict:
+    """The report before RL (kept from the first attempt when the run resumes), printed with its advice."""
+    path = Path(training_args.output_dir) / HANDOFF_NAME
+    if resume and path.is_file():
+        return {"before": json.loads(path.read_text())["before"]}
+    before = handoff_figures_for(rl_args, training_args, dataset, model)
+    print(handoff_text("before RL", before))
+    return {"before": before}
+
+
+def handoff_summary(output_dir: str) -> str | None:
+    """The hand-off report before and after RL, for the pipeline's summary."""
+    path = Path(output_dir) / HANDOFF_NAME
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    return "\n".join(handoff_text(f"{when} RL", report[when]) for when in ("before", "after") if when in report)
+
+
+def handoff_text(when: str, figures: dict) -> str:
+    """The report's figures in a few lines (and its advice, as a warning)."""
+    g, nan = figures["num_generations"], float("nan")
+    lines = [
+        (
+            f"hand-off report, {when} ({figures['prompts']} prompts x {g} generations): mean reward "
+            f"{figures.get('mean_reward', nan):.3f}, pass@{g} {figures.get(f'pass@{g}', nan):.3f}, groups all correct "
+            f"{figures.get('share_all_correct', nan):.1%} / all wrong {figures.get('share_all_wrong', nan):.1%}, "
+            f"entropy {figures['entropy']:.3f} nats (p10-p90 over prompts {figures['entropy_p10']:.3f}-"
+            f"{figures['entropy_p90']:.3f}), truncated {figures['truncation_rate']:.1%}"
+        )
+    ]
+    if figures.get("advice"):
+        lines.append(f"glowrl: warning: {figures['advice']}")
+    return "\n".join(lines)
+
+
+def write_handoff(output_dir: str, report: dict) -> None:
+    """`readiness.json`, `readiness.png` (per-prompt pass rates before and after), and the report printed."""
+    from ..evaluation.readiness import plot_handoff
+    from ..io import write_json
+
+    write_json(report, Path(output_dir) / HANDOFF_NAME)
+    plot_handoff(report, Path(output_dir) / "readiness.png")
+    print(handoff_text("after RL", report["after"]))
 
 
 STAGE = Stage(
@@ -87,6 +177,7 @@ STAGE = Stage(
     run=run,
     check=check,
     inputs={"model_name_or_path": "model"},
+    summary=lambda values: handoff_summary(values["output_dir"]),
     selector="algorithm",
     help_types=(RLArguments,),
     help_note="and the fields of the algorithm's dataclasses (`glowrl rl --algorithm grpo --help-all` lists them)",
