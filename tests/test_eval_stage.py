@@ -196,3 +196,41 @@ def test_readiness_command(tmp_path, capsys, sft_checkpoint, addition_file):
     assert glowrl_main([*argv[:-2], "--output", str(tmp_path / "none.json")]) == 2
     assert "has no chat_template" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "none.json").exists()
+
+
+def test_a_failed_report_after_rl_keeps_the_trained_model_and_says_so(
+    tmp_path, capsys, sft_checkpoint, addition_file, monkeypatch
+):
+    import glowrl.stages.rl as rl_stage
+
+    real, calls = rl_stage.handoff_figures_for, []
+
+    def fail_after_training(*args):  # fault injection: the report after RL runs out of memory, as vLLM may
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory (injected)")
+        return real(*args)
+
+    monkeypatch.setattr(rl_stage, "handoff_figures_for", fail_after_training)
+    recipe = yaml.safe_load((REPO / "recipes/tiny/grpo.yaml").read_text()) | {"dataset_paths": [addition_file]}
+    recipe.update(
+        model_name_or_path=sft_checkpoint,
+        output_dir=str(tmp_path / "rl"),
+        num_generations=4,
+        max_completion_length=16,
+        max_steps=1,
+        per_device_train_batch_size=8,
+        readiness_prompts=4,
+        save_strategy="no",
+        report_to="none",
+    )
+    path = tmp_path / "grpo.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert glowrl_main(["rl", "--config", str(path)]) == 0
+    assert (tmp_path / "rl" / "model.safetensors").is_file()
+    report = json.loads((tmp_path / "rl" / "readiness.json").read_text())
+    assert report["before"]["prompts"] == 4 and "after" not in report
+    assert report["after_error"] == "RuntimeError: CUDA out of memory (injected)"
+    assert (
+        "the hand-off report after RL failed (RuntimeError: CUDA out of memory (injected))" in capsys.readouterr().out
+    )

@@ -70,3 +70,18 @@ def test_domain_average_interval_and_paired_deltas():
     assert deltas["a"][0] == pytest.approx(0.5) and deltas["b"] == [0.0, 0.0, 0.0]
     # in-domain: mean of .5 and 0; half = 1.96 * sqrt(se_a^2 + 0) / 2 with se_a = sd([1,1,0,0]) / sqrt(4) = .288675
     assert deltas["in_domain"] == pytest.approx([0.25, 0.25 - 0.28290, 0.25 + 0.28290], abs=1e-4)
+
+
+def test_a_domain_of_one_benchmark_keeps_its_own_intervals():
+    def model(correct):
+        metrics = {"num_samples": 1, "accuracy": sum(correct) / 4, "accuracy_se": 0.2, "accuracy_ci": [0.1, 0.9]}
+        benchmarks = {
+            "a": {"domain": "out_of_domain", "metrics": metrics, "problems": [{"num_correct": c} for c in correct]}
+        }
+        return {"benchmarks": benchmarks, "averages": domain_averages(benchmarks)}
+
+    results = {"models": [model([0, 0, 1, 1]), model([1, 1, 1, 0])]}
+    assert results["models"][0]["averages"]["out_of_domain"]["accuracy_ci"] == [0.1, 0.9]  # not 1.96 x se
+    add_deltas(results)
+    deltas = results["models"][1]["deltas"]
+    assert deltas["out_of_domain"] == deltas["a"] == list(paired_interval([0, 0, 1, 1], [1, 1, 1, 0]))

@@ -238,9 +238,11 @@ def demo_parser() -> Parser:
     )
     parser.add_argument("--output_dir", default="outputs/demo", help="where data, models and the report go")
     parser.add_argument("--size", choices=("full", "ci"), default="full", help="ci: a few steps, same code path")
-    parser.add_argument("--compare", action="store_true", help="compare the paper's data arms instead")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm with --compare")
-    parser.add_argument("--sft_epochs", type=int, help="override the size's SFT epochs (the budget of --compare)")
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="skip stage 0: GLOW SFT on the built-in synthetic trajectories instead of a tiny teacher's samples",
+    )
     parser.add_argument("--overwrite", action="store_true", help="start again in a non-empty output directory")
     return parser
 
@@ -249,7 +251,7 @@ def demo(argv):
     args = demo_parser().parse_args(argv)
     from ..demo.run import run
 
-    run(args.output_dir, args.size, args.compare, args.seeds, args.sft_epochs, args.overwrite)
+    run(args.output_dir, args.size, not args.synthetic, args.overwrite)
 
 
 def tiny_model_parser() -> Parser:
@@ -315,7 +317,7 @@ def arithmetic_data(argv):
 
 
 TOOLS = {
-    "demo": ("the whole method on a CPU: built-in task, tiny model, GLOW SFT -> GRPO -> evaluation", demo),
+    "demo": ("the whole path on a CPU: tiny teacher -> GLOW SFT -> hand-off -> GRPO -> evaluation", demo),
     "pipeline": ("every stage of a recipe in order, each under accelerate launch", pipeline),
     "eval": ("pass@k, maj@k and inference entropy on math and out-of-domain benchmarks", evaluate),
     "label": ("label trajectories as correct/incorrect with the shared grader", label),

@@ -128,26 +128,3 @@ def plot_rl(stage_dir: Path, output: Path) -> Path:
     right.legend(fontsize=7)
     right.set_title("policy entropy during rollouts")
     return _save(fig, output)
-
-
-def plot_compare(table: list[dict], output: Path) -> Path:
-    """Bar chart of in-domain and out-of-domain accuracy per data arm, mean ± std over seeds."""
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    width = 0.38
-    for offset, key, color in ((-width / 2, "in_domain", "tab:blue"), (width / 2, "out_of_domain", "tab:orange")):
-        means = [row[f"{key}_mean"] for row in table]
-        stds = [row[f"{key}_std"] for row in table]
-        ax.bar(
-            [i + offset for i in range(len(table))],
-            means,
-            width,
-            yerr=stds,
-            color=color,
-            capsize=3,
-            label=key.replace("_", "-"),
-        )
-    ax.set_xticks(range(len(table)), [row["arm"] for row in table])
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
-    ax.set_title("data arms (mean ± std over seeds)")
-    return _save(fig, output)

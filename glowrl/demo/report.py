@@ -24,16 +24,45 @@ def learning_checks(figures: dict, reward_first: float, reward_last: float) -> l
     ]
 
 
+def _interval(row: dict, split: str) -> str:
+    low, high = row[f"{split}_ci"]
+    return f"{row[f'{split}_accuracy']:.1%} [{low:.1%}, {high:.1%}]"
+
+
 def results_table(figures: dict) -> str:
+    """Per model: accuracy with its 95% interval, inference entropy and the share of outputs with no answer."""
     lines = [
-        "| model | in-domain acc | out-of-domain acc | entropy in-domain | entropy out-of-domain | no answer |",
-        "|---|---|---|---|---|---|",
+        "| model | in-domain acc [95% CI] | out-of-domain acc [95% CI] | entropy in / out | no answer in / out |",
+        "|---|---|---|---|---|",
     ]
     for name, row in figures.items():
         lines.append(
-            f"| {name} | {row['in_domain_accuracy']:.1%} | {row['out_of_domain_accuracy']:.1%} | "
-            f"{row['in_domain_entropy']:.3f} | {row['out_of_domain_entropy']:.3f} | {row['in_domain_no_answer']:.1%} |"
+            f"| {name} | {_interval(row, 'in_domain')} | {_interval(row, 'out_of_domain')} | "
+            f"{row['in_domain_entropy']:.3f} / {row['out_of_domain_entropy']:.3f} | "
+            f"{row['in_domain_no_answer']:.1%} / {row['out_of_domain_no_answer']:.1%} |"
         )
+    return "\n".join(lines)
+
+
+def handoff_table(handoff: dict) -> str:
+    """The hand-off figures before and after RL, side by side."""
+    keys = [
+        k
+        for k in (
+            "mean_reward",
+            "pass@1",
+            f"pass@{handoff['before']['num_generations']}",
+            "share_all_correct",
+            "share_all_wrong",
+            "entropy",
+            "truncation_rate",
+        )
+        if k in handoff["before"]
+    ]
+    lines = ["| figure | before RL | after RL |", "|---|---|---|"]
+    for key in keys:
+        cells = [f"{handoff[when][key]:.3f}" if key in handoff.get(when, {}) else "-" for when in ("before", "after")]
+        lines.append(f"| {key} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -59,19 +88,49 @@ def write_report(root: Path, report: dict) -> None:
             )
         )
     checks = "\n".join(f"- {'PASS' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}" for c in report["checks"])
+    source = (
+        "sampled from a tiny teacher (stage 0), graded by math-verify"
+        if report["teacher"]
+        else "synthetic, the incorrect ones with a realistic mistake"
+    )
+    # Paragraphs with values in them are one line each: markdown wraps them, hard breaks would leave ragged lines.
+    overview = (
+        f"Size `{report['size']}`, {report['elapsed_s']:.0f} s. Task: multi-step arithmetic "
+        f"({report['train_trajectories']} trajectories {source}: {report['positives']} correct, "
+        f"{report['negatives']} incorrect); in-domain test: same distribution, unseen problems; out-of-domain: longer "
+        f"chains. Model: tiny Qwen2 built locally ({report['parameters']:,} parameters). Recipe: "
+        f"`{root / 'recipe.yaml'}` (re-run it with `glowrl pipeline --config {root / 'recipe.yaml'}`)."
+    )
+    before = report["handoff"]["before"]
+    handoff = (
+        f"On {before['prompts']} RL prompts, {before['num_generations']} rollouts each with GRPO's sampling settings, "
+        "before and after RL (`rl/readiness.json`). A group whose rollouts are all correct or all wrong has no reward "
+        "variance and gives GRPO no gradient."
+    )
+    rl = (
+        f"RL: mean reward {report['rl_reward_first']:.3f} over the first third of the steps, "
+        f"{report['rl_reward_last']:.3f} over the last; policy entropy of the initial policy "
+        f"{report['rl_entropy_initial']:.3f} nats/token."
+    )
     text = f"""# glowrl demo report
 
-Size `{report["size"]}`, {report["elapsed_s"]:.0f} s. Task: multi-step arithmetic ({report["train_trajectories"]}
-trajectories, {report["positives"]} correct and {report["negatives"]} with a realistic mistake); in-domain test: same
-distribution, unseen problems; out-of-domain: longer chains. Model: tiny Qwen2 built locally ({report["parameters"]:,}
-parameters). Recipe: `{root / "recipe.yaml"}` (re-run it with `glowrl pipeline --config {root / "recipe.yaml"}`).
+{overview}
 
 ## Results
 
 {results_table(report["figures"])}
 
-Accuracy: sampled at temperature 0.6, top-p 0.95, final `\\boxed{{}}` checked with math-verify. Entropy: mean
-per-token entropy (nats) of the model's own sampled outputs.
+Accuracy: sampled at temperature 0.6, top-p 0.95, final `\\boxed{{}}` checked with math-verify; the interval is a
+95% interval over problems (Wilson's with one sample per problem, else a t-interval of the per-problem means).
+Entropy: mean per-token entropy (nats) of the model's own sampled outputs. Full results: `eval/results.md`.
+
+## SFT -> RL hand-off
+
+{handoff}
+
+{handoff_table(report["handoff"])}
+
+![hand-off](readiness.png)
 
 ## Learning checks
 
@@ -89,24 +148,7 @@ per-token entropy (nats) of the model's own sampled outputs.
 
 ![RL reward and entropy](rl.png)
 
-RL: mean reward {report["rl_reward_first"]:.3f} over the first third of the steps, {report["rl_reward_last"]:.3f} over
-the last; policy entropy of the initial policy {report["rl_entropy_initial"]:.3f} nats/token.
+{rl}
 """
     write_text_atomic(root / "report.md", text)
     write_json(report, root / "report.json")
-
-
-def compare_table(table: list[dict]) -> str:
-    """The data-arm comparison as a markdown table: mean ± std over seeds per arm."""
-    lines = [
-        "| arm | in-domain acc | out-of-domain acc | entropy in-domain | entropy out-of-domain |",
-        "|---|---|---|---|---|",
-    ]
-    for row in table:
-        lines.append(
-            f"| {row['arm']} | {row['in_domain_mean']:.1%} ± {row['in_domain_std']:.1%} | "
-            f"{row['out_of_domain_mean']:.1%} ± {row['out_of_domain_std']:.1%} | "
-            f"{row['in_domain_entropy_mean']:.3f} ± {row['in_domain_entropy_std']:.3f} | "
-            f"{row['out_of_domain_entropy_mean']:.3f} ± {row['out_of_domain_entropy_std']:.3f} |"
-        )
-    return "\n".join(lines)

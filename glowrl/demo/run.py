@@ -1,35 +1,36 @@
 """`glowrl demo`: the whole method on a laptop CPU, with its own task and model, nothing downloaded.
 
-    glowrl demo                       # GLOW SFT then GRPO, evaluation, report (~5 minutes on 2 CPU cores)
-    glowrl demo --compare --seeds 3   # the paper's data arms side by side: positive-only, all unweighted, GLOW
+    glowrl demo               # teacher samples -> GLOW SFT -> hand-off report -> GRPO -> evaluation (~8 min, 2 cores)
+    glowrl demo --synthetic   # the same from the built-in synthetic trajectories, without stage 0 (~4 min)
 
-It writes the built-in arithmetic task (trajectories with realistic mistakes, an in-domain and an out-of-domain test
-split) and a tiny Qwen2 model into the output directory, writes a pipeline recipe for them, and runs it with
-`glowrl pipeline`, exactly the code path of a real recipe. It then evaluates the base, SFT and RL models with the
-evaluation API (accuracy and inference entropy, in-domain and out-of-domain), prints a table, and writes
-`report.md`, `report.json` and PNG plots. A run that does not learn raises [`~glowrl.errors.LearningCheckFailed`]
-saying what did not. The command line is `glowrl.cli`'s; this module only runs.
+It writes the built-in arithmetic task (an in-domain and an out-of-domain test split) and a tiny Qwen2 model into the
+output directory, and trains a tiny teacher whose samples at temperature 1 are the SFT data, correct and incorrect
+(or, with --synthetic, writes trajectories with realistic mistakes instead). It writes a pipeline recipe for them
+and runs it with `glowrl pipeline`, exactly the code path of a real recipe: generate (stage 0), GLOW SFT, GRPO with
+the hand-off report before and after it, and the eval stage (base, SFT and RL models, in-domain and out-of-domain,
+with 95% intervals). It then writes `report.md`, `report.json` and PNG plots. A run that does not learn raises
+[`~glowrl.errors.LearningCheckFailed`] saying what did not. The command line is `glowrl.cli`'s.
 """
 
+import json
 import math
 import shutil
-import statistics
 import time
 from pathlib import Path
 
 import yaml
 
 from ..errors import GlowrlError, LearningCheckFailed
-from ..io import read_jsonl, read_log_history, write_json, write_jsonl, write_text_atomic
+from ..io import read_jsonl, read_log_history, write_jsonl, write_text_atomic
 from ..toy.arithmetic import generate_problems, generate_trajectories, tokenizer_corpus
-from .plots import plot_compare, plot_glow_weights, plot_rl, plot_sft_loss, weight_summary
-from .report import compare_table, learning_checks, results_table, write_report
+from .plots import plot_glow_weights, plot_rl, plot_sft_loss, weight_summary
+from .report import learning_checks, results_table, write_report
 
 
 # `full` is the default run; `ci` is the same code path with a few steps, for the test suite.
 SIZES = {
     # 2000 trajectories x 16 epochs = 1000 SFT steps of 32: where the ~100k-parameter model reaches ~65% greedy
-    # in-domain accuracy (measured with glowrl/arithmetic.py's task).
+    # in-domain accuracy (measured with glowrl/toy/arithmetic.py's task).
     "full": {
         "train_problems": 500,
         "eval_problems": 100,
@@ -37,8 +38,11 @@ SIZES = {
         "sft_epochs": 16,
         "rl_problems": 64,
         "rl_steps": 48,
+        "readiness_prompts": 32,
         "hidden_size": 64,
         "max_new_tokens": 128,
+        "teacher_epochs": 60,  # on 500 correct trajectories: 960 steps of 32
+        "teacher_hidden_size": 96,
         "enforce_checks": True,
     },
     "ci": {
@@ -48,38 +52,23 @@ SIZES = {
         "sft_epochs": 2,
         "rl_problems": 16,  # at least one step's prompts (64 rollouts / 4 per prompt)
         "rl_steps": 2,
+        "readiness_prompts": 4,
         "hidden_size": 32,
         "max_new_tokens": 32,
+        "teacher_epochs": 2,
+        "teacher_hidden_size": 32,
         "enforce_checks": False,
     },
 }
-ARMS = {
-    "positive": {"trajectories": "positive", "glow": False},
-    "all": {"trajectories": "all", "glow": False},
-    "glow": {"trajectories": "all", "glow": True},
-}
 SFT_BATCH_SIZE = 32
+TEACHER_SAMPLES = 4  # per problem: the synthetic data's 4 trajectories a problem
 
 
-def build_inputs(root: Path, size: dict, seed: int = 0) -> None:
-    """Write the task's splits and the tiny base model under `root`."""
-    write_jsonl(generate_trajectories(size["train_problems"], seed=seed), root / "data" / "train.jsonl")
-    # GRPO revisits a fixed pool of training problems (every 4 steps), so the reward of its first and last steps is
-    # measured on the same problems: with fresh problems each step, which problems were drawn dominates the
-    # step-to-step reward of so small a batch and hides the learning.
-    write_jsonl(generate_problems(size["rl_problems"], seed=seed, split="train"), root / "data" / "rl_problems.jsonl")
-    write_jsonl(
-        generate_problems(size["eval_problems"], seed=seed, split="in_domain"), root / "data" / "in_domain.jsonl"
-    )
-    write_jsonl(
-        generate_problems(size["eval_problems"], seed=seed, split="out_of_domain"),
-        root / "data" / "out_of_domain.jsonl",
-    )
+def _tiny(path: Path, hidden: int, seed: int) -> Path:
     from ..toy.tiny_model import build_tiny_model
 
-    hidden = size["hidden_size"]
-    build_tiny_model(
-        root / "base",
+    return build_tiny_model(
+        path,
         tokenizer_corpus(seed=0),
         hidden_size=hidden,
         intermediate_size=2 * hidden,
@@ -88,11 +77,60 @@ def build_inputs(root: Path, size: dict, seed: int = 0) -> None:
     )
 
 
-def demo_recipe(root: Path, size: dict, seed: int = 42, arm: str = "glow", rl: bool = True) -> dict:
-    """The demo's pipeline recipe: shared keys, GLOW SFT (α=2, β=10), then GRPO on the same problems."""
+def build_inputs(root: Path, size: dict, teacher: bool, seed: int = 0) -> None:
+    """Write the task's splits and the tiny base model (and, with `teacher`, train the tiny teacher) under `root`."""
+    data = root / "data"
+    if teacher:  # the problems the teacher solves; the trajectories are its samples
+        write_jsonl(generate_problems(size["train_problems"], seed=seed, split="train"), data / "problems.jsonl")
+    else:
+        write_jsonl(generate_trajectories(size["train_problems"], seed=seed), data / "train.jsonl")
+    # GRPO revisits a fixed pool of training problems (every 4 steps), so the reward of its first and last steps is
+    # measured on the same problems: with fresh problems each step, which problems were drawn dominates the
+    # step-to-step reward of so small a batch and hides the learning.
+    write_jsonl(generate_problems(size["rl_problems"], seed=seed, split="train"), data / "rl_problems.jsonl")
+    for split in ("in_domain", "out_of_domain"):
+        write_jsonl(generate_problems(size["eval_problems"], seed=seed, split=split), data / f"{split}.jsonl")
+    _tiny(root / "base", size["hidden_size"], seed)
+    if teacher:
+        train_teacher(root, size, seed)
+
+
+def train_teacher(root: Path, size: dict, seed: int) -> None:
+    """A tiny teacher: plain SFT of another tiny model on correct trajectories (different problems than the test)."""
+    from ..stages import run_stage
+
+    positives = generate_trajectories(
+        size["train_problems"], seed=seed + 1, samples_per_problem=1, negative_fraction=0
+    )
+    write_jsonl(positives, root / "data" / "teacher_train.jsonl")
+    _tiny(root / "teacher_base", size["teacher_hidden_size"], seed + 1)
+    print("== training the tiny teacher (plain SFT on correct trajectories)", flush=True)
+    flags = {
+        "model_name_or_path": root / "teacher_base",
+        "dataset_paths": root / "data" / "teacher_train.jsonl",
+        "output_dir": root / "teacher",
+        "glow": "false",
+        "num_train_epochs": size["teacher_epochs"],
+        "per_device_train_batch_size": SFT_BATCH_SIZE,
+        "learning_rate": 3e-3,
+        "lr_scheduler_type": "cosine",
+        "use_cpu": "true",
+        "bf16": "false",
+        "gradient_checkpointing": "false",
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 50,
+        "disable_tqdm": "true",
+        "seed": seed,
+    }
+    run_stage("sft", [item for key, value in flags.items() for item in (f"--{key}", str(value))])
+
+
+def demo_recipe(root: Path, size: dict, teacher: bool, seed: int = 42) -> dict:
+    """The demo's pipeline recipe: [generate,] GLOW SFT (α=2, β=10), GRPO with its hand-off report, evaluation."""
+    data = root / "data"
     recipe = {
         "model_name_or_path": str(root / "base"),
-        "dataset_paths": [str(root / "data" / "train.jsonl")],
         "output_root": str(root),
         "seed": seed,
         "use_cpu": True,
@@ -100,41 +138,62 @@ def demo_recipe(root: Path, size: dict, seed: int = 42, arm: str = "glow", rl: b
         "gradient_checkpointing": False,
         "report_to": "none",
         "disable_tqdm": False,
-        "sft": {
-            **ARMS[arm],
-            # α=2, β=10 (from the authors' sweep): a gain of 0 maps to weight 1, stalled samples get up to 2 and
-            # well-learned ones down to 0.5. With the published α=1, every sample whose loss fell sits at the 0.5
-            # floor, which on a task this regular is nearly every sample.
-            "glow_alpha": 2.0,
-            "glow_beta": 10.0,
-            "glow_log_samples": True,
-            "num_train_epochs": size["sft_epochs"],
-            "per_device_train_batch_size": SFT_BATCH_SIZE,
-            "learning_rate": 3.0e-3,
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 0.05,
-            "max_length": 256,
-            "logging_steps": 10,
-            "save_strategy": "no",
-        },
     }
-    if rl:
-        recipe["rl"] = {
-            "algorithm": "grpo",
-            "reward_funcs": ["math_accuracy", "boxed_format"],
-            "reward_weights": [1.0, 0.1],
-            "dataset_paths": [str(root / "data" / "rl_problems.jsonl")],
-            "num_generations": 4,
-            "per_device_train_batch_size": 64,  # 16 prompts x 4 rollouts
-            "max_completion_length": 96,
+    if teacher:
+        recipe["generate"] = {
+            "teacher": str(root / "teacher"),
+            "dataset_paths": [str(data / "problems.jsonl")],
+            "num_samples": TEACHER_SAMPLES,
             "temperature": 1.0,
-            "loss_type": "dapo",
-            "max_steps": size["rl_steps"],
-            "learning_rate": 1.0e-4,  # 3e-4 made the policy worse; measured on this task
-            "lr_scheduler_type": "constant",
-            "logging_steps": 1,
-            "save_strategy": "no",
+            "max_new_tokens": size["max_new_tokens"],
+            "batch_size": TEACHER_SAMPLES,
         }
+    recipe["sft"] = {
+        **({} if teacher else {"dataset_paths": [str(data / "train.jsonl")]}),  # with a teacher: its samples
+        "trajectories": "all",
+        "glow": True,
+        # α=2, β=10 (from the authors' sweep): a gain of 0 maps to weight 1, stalled samples get up to 2 and
+        # well-learned ones down to 0.5. With the published α=1, every sample whose loss fell sits at the 0.5
+        # floor, which on a task this regular is nearly every sample.
+        "glow_alpha": 2.0,
+        "glow_beta": 10.0,
+        "glow_log_samples": True,
+        "num_train_epochs": size["sft_epochs"],
+        "per_device_train_batch_size": SFT_BATCH_SIZE,
+        "learning_rate": 3.0e-3,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.05,
+        "max_length": 256,
+        "logging_steps": 25,
+        "save_strategy": "no",
+    }
+    recipe["rl"] = {
+        "algorithm": "grpo",
+        "readiness_prompts": size["readiness_prompts"],
+        "reward_funcs": ["math_accuracy", "boxed_format"],
+        "reward_weights": [1.0, 0.1],
+        "dataset_paths": [str(data / "rl_problems.jsonl")],
+        "num_generations": 4,
+        "per_device_train_batch_size": 64,  # 16 prompts x 4 rollouts
+        "max_completion_length": 96,
+        "temperature": 1.0,
+        "loss_type": "dapo",
+        "max_steps": size["rl_steps"],
+        "learning_rate": 1.0e-4,  # 3e-4 made the policy worse; measured on this task
+        "lr_scheduler_type": "constant",
+        "logging_steps": 4,
+        "save_strategy": "no",
+    }
+    recipe["eval"] = {
+        "include_base": True,
+        "benchmark_files": [str(data / "in_domain.jsonl")],
+        "ood_benchmark_files": [str(data / "out_of_domain.jsonl")],
+        "num_samples": size["eval_samples"],
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "max_new_tokens": size["max_new_tokens"],
+        "batch_size": 50,
+    }
     return recipe
 
 
@@ -146,26 +205,16 @@ def run_pipeline(root: Path, recipe: dict) -> None:
         raise GlowrlError(f"the pipeline failed; see {root / 'pipeline.json'} and the stage output above")
 
 
-def evaluate(root: Path, models: dict[str, Path], size: dict, data_dir: Path | None = None) -> dict:
-    """Evaluate `models` on the in-domain and out-of-domain splits; return per-model figures."""
-    from ..evaluation import SamplingConfig, custom_spec, evaluate
-
-    data_dir = data_dir or root / "data"
-    results = evaluate(
-        [str(path) for path in models.values()],
-        [custom_spec(data_dir / f"{split}.jsonl", "problem", "answer") for split in ("in_domain", "out_of_domain")],
-        SamplingConfig(
-            temperature=0.6, top_p=0.95, max_new_tokens=size["max_new_tokens"], num_samples=size["eval_samples"]
-        ),
-        output=root / "eval" / "results.json",
-        batch_size=50,
-    )
+def evaluation_figures(root: Path) -> dict:
+    """Per model (base, sft, rl): accuracy with its interval, entropy and no-answer share, in and out of domain."""
+    results = json.loads((root / "eval" / "results.json").read_text())
     figures = {}
-    for label, entry in zip(models, results["models"], strict=True):
+    for label, entry in zip(("base", "sft", "rl"), results["models"], strict=True):
         row = {}
         for split in ("in_domain", "out_of_domain"):
             metrics = entry["benchmarks"][split]["metrics"]
             row[f"{split}_accuracy"] = metrics["accuracy"]
+            row[f"{split}_ci"] = metrics["accuracy_ci"]
             row[f"{split}_entropy"] = metrics["entropy"]
             row[f"{split}_no_answer"] = metrics["no_answer_rate"]
         figures[label] = row
@@ -180,28 +229,29 @@ def rl_reward_trend(stage_dir: Path) -> tuple[float, float]:
     return sum(rewards[:third]) / third, sum(rewards[-third:]) / third
 
 
-def run_demo(root: Path, size_name: str, size: dict) -> dict:
+def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
     start = time.time()
-    print(f"== glowrl demo ({size_name}) -> {root}", flush=True)
+    print(f"== glowrl demo ({size_name}{', from a teacher' if teacher else ''}) -> {root}", flush=True)
     print("== building the arithmetic task and the tiny base model", flush=True)
-    build_inputs(root, size)
-    run_pipeline(root, demo_recipe(root, size))
-    print("== evaluating base, SFT and RL models", flush=True)
-    figures = evaluate(root, {"base": root / "base", "sft": root / "sft", "rl": root / "rl"}, size)
+    build_inputs(root, size, teacher)
+    run_pipeline(root, demo_recipe(root, size, teacher))
+    figures = evaluation_figures(root)
     reward_first, reward_last = rl_reward_trend(root / "rl")
     entropy_rows = read_jsonl(root / "rl" / "entropy.jsonl")
-    train = read_jsonl(root / "data" / "train.jsonl")
+    train = read_jsonl(root / "generate" / "trajectories.jsonl" if teacher else root / "data" / "train.jsonl")
     from transformers import AutoModelForCausalLM
 
     parameters = AutoModelForCausalLM.from_pretrained(root / "base").num_parameters()
     report = {
         "size": size_name,
+        "teacher": teacher,
         "elapsed_s": time.time() - start,
         "train_trajectories": len(train),
-        "positives": sum(r["correct"] for r in train),
-        "negatives": sum(not r["correct"] for r in train),
+        "positives": sum(bool(r["correct"]) for r in train),
+        "negatives": sum(r["correct"] is False for r in train),
         "parameters": parameters,
         "figures": figures,
+        "handoff": json.loads((root / "rl" / "readiness.json").read_text()),
         "rl_reward_first": reward_first,
         "rl_reward_last": reward_last,
         "rl_entropy_initial": entropy_rows[0].get("entropy/initial", math.nan),
@@ -211,6 +261,7 @@ def run_demo(root: Path, size_name: str, size: dict) -> dict:
     plot_glow_weights(root / "sft" / "glow_samples.jsonl", root / "glow_weights.png")
     plot_sft_loss(root / "sft", root / "sft_loss.png")
     plot_rl(root / "rl", root / "rl.png")
+    shutil.copyfile(root / "rl" / "readiness.png", root / "readiness.png")
     write_report(root, report)
     print("\n" + results_table(figures))
     for check in report["checks"]:
@@ -222,55 +273,8 @@ def run_demo(root: Path, size_name: str, size: dict) -> dict:
     return report
 
 
-def run_compare(root: Path, size_name: str, size: dict, seeds: int) -> dict:
-    """The paper's data arms on the same task, budget and seeds: SFT only, evaluated in-domain and out-of-domain."""
-    start = time.time()
-    build_inputs(root, size)
-    num_trajectories = len(read_jsonl(root / "data" / "train.jsonl"))
-    results = {arm: [] for arm in ARMS}
-    for seed in range(seeds):
-        for arm in ARMS:
-            run_root = root / f"{arm}_seed{seed}"
-            print(f"== arm {arm}, seed {seed}", flush=True)
-            recipe = demo_recipe(root, size, seed=seed, arm=arm, rl=False)
-            recipe["output_root"] = str(run_root)
-            # The same budget for every arm: as many optimizer steps as `all` takes in its epochs (positive-only
-            # has half the trajectories, so it sees each of them twice as often).
-            recipe["sft"]["max_steps"] = num_trajectories * size["sft_epochs"] // SFT_BATCH_SIZE
-            run_root.mkdir(parents=True, exist_ok=True)
-            run_pipeline(run_root, recipe)
-            results[arm].append(evaluate(run_root, {arm: run_root / "sft"}, size, data_dir=root / "data")[arm])
-    table = []
-    for arm, runs in results.items():
-        row = {"arm": arm, "seeds": len(runs)}
-        for key in ("in_domain_accuracy", "out_of_domain_accuracy", "in_domain_entropy", "out_of_domain_entropy"):
-            values = [r[key] for r in runs]
-            short = key.replace("_accuracy", "")
-            row[f"{short}_mean"] = statistics.fmean(values)
-            row[f"{short}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        table.append(row)
-    markdown = compare_table(table)
-    plot_compare(table, root / "compare.png")
-    summary = {"size": size_name, "seeds": seeds, "table": table, "runs": results, "elapsed_s": time.time() - start}
-    write_json(summary, root / "compare.json")
-    write_text_atomic(
-        root / "compare.md",
-        f"# glowrl demo --compare ({size_name}, {seeds} seeds)\n\n{markdown}\n\n![arms](compare.png)\n",
-    )
-    print("\n" + markdown)
-    print(f"== done in {time.time() - start:.0f}s: {root / 'compare.md'}")
-    return summary
-
-
-def run(
-    output_dir: str | Path,
-    size: str = "full",
-    compare: bool = False,
-    seeds: int = 3,
-    sft_epochs=None,
-    overwrite: bool = False,
-) -> dict:
-    """Run the demo (or, with `compare`, the data-arm comparison) into `output_dir`; returns the report."""
+def run(output_dir: str | Path, size: str = "full", teacher: bool = True, overwrite: bool = False) -> dict:
+    """Run the demo into `output_dir` (refusing a non-empty one without `overwrite`); returns the report."""
     root = Path(output_dir)
     if root.exists() and not root.is_dir():
         raise GlowrlError(f"--output_dir: {root} is a file; give a directory")
@@ -279,7 +283,4 @@ def run(
             raise GlowrlError(f"--output_dir: {root} is not empty; pass --overwrite or choose another directory")
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    values = {**SIZES[size], **({"sft_epochs": sft_epochs} if sft_epochs else {})}
-    if compare:
-        return run_compare(root, size, values, seeds)
-    return run_demo(root, size, values)
+    return run_demo(root, size, SIZES[size], teacher)

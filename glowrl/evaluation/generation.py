@@ -197,6 +197,13 @@ class TransformersGenerator:
             torch.cuda.empty_cache()
 
 
+def memory_share(ceiling: float = 0.9) -> float:
+    """The share of the GPU a vLLM engine may take here: 90% of what is free now (vLLM refuses to start when its
+    share exceeds the free memory, e.g. in an RL process that still holds its trainer), at most `ceiling`."""
+    free, total = torch.cuda.mem_get_info()
+    return min(ceiling, 0.9 * free / total)
+
+
 class VLLMGenerator:
     """Sample with vLLM; entropy from the top-20 raw log-probabilities (see module docstring).
 
@@ -220,7 +227,7 @@ class VLLMGenerator:
             model=model,
             seed=seed,
             tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=0.9,
+            gpu_memory_utilization=memory_share(),
             logprobs_mode="raw_logprobs",
             max_logprobs=VLLM_LOGPROBS,
         )

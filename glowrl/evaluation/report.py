@@ -24,7 +24,8 @@ def domain_averages(benchmarks: dict[str, dict]) -> dict[str, dict]:
     Returns:
         `dict`: for each domain with at least one benchmark, `benchmarks` (the names averaged), the mean of each metric
         (a benchmark counts equally whatever its size, as in the paper's averages) and `accuracy_ci`, from the
-        benchmarks' standard errors (the benchmarks are independent samples).
+        benchmarks' standard errors (the benchmarks are independent samples); a domain of one benchmark keeps that
+        benchmark's own interval.
     """
     averages = {}
     for domain in DOMAINS:
@@ -44,7 +45,9 @@ def domain_averages(benchmarks: dict[str, dict]) -> dict[str, dict]:
                 average_interval(
                     [m["accuracy"] for m in members.values()], [m["accuracy_se"] for m in members.values()]
                 )
-            ),
+            )
+            if len(members) > 1
+            else first["accuracy_ci"],  # one benchmark: its own interval, not a normal approximation of it
         }
     return averages
 
@@ -68,7 +71,10 @@ def add_deltas(results: dict) -> None:
             diffs = [y - x for x, y in zip(a, b, strict=True)]
             errors[benchmark["domain"]].append((deltas[name][0], standard_error(diffs)))
         for domain, pairs in errors.items():
-            if pairs:
+            names = [n for n, b in model["benchmarks"].items() if b["domain"] == domain and n in deltas]
+            if len(names) == 1:
+                deltas[domain] = deltas[names[0]]
+            elif pairs:
                 delta = sum(d for d, _ in pairs) / len(pairs)
                 missing = any(math.isnan(e) for _, e in pairs)
                 half = math.nan if missing else Z95 * math.sqrt(sum(e * e for _, e in pairs)) / len(pairs)

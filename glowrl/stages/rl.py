@@ -94,9 +94,33 @@ def run(rl_args: RLArguments, *parsed):
         **algorithm.trainer_kwargs(*script_args),
     )
     if report is not None and trainer.accelerator.is_main_process:
-        report["after"] = handoff_figures_for(rl_args, training_args, dataset, training_args.output_dir)
+        try:
+            release_memory(trainer)
+            report["after"] = handoff_figures_for(rl_args, training_args, dataset, training_args.output_dir)
+        except Exception as error:  # noqa: BLE001 - a diagnostic after a saved model must not fail the stage
+            report["after_error"] = f"{type(error).__name__}: {error}".splitlines()[0]
+            print(
+                f"glowrl: warning: the hand-off report after RL failed ({report['after_error']}); the model is "
+                f"saved; `glowrl readiness --model {training_args.output_dir} --config ...` computes it alone"
+            )
         write_handoff(training_args.output_dir, report)
     return trainer
+
+
+def release_memory(trainer) -> None:
+    """Free what the trained model's report does not need: the optimizer, the GPU copy of the model, TRL's
+    colocated vLLM engine (the report loads the saved model itself)."""
+    import gc
+
+    import torch
+
+    trainer.optimizer = trainer.lr_scheduler = None
+    if getattr(trainer, "llm", None) is not None:
+        trainer.llm = None
+    trainer.model.to("cpu")
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _has_groups(rl_args: RLArguments, training_args, dataset) -> bool:
@@ -167,7 +191,8 @@ def write_handoff(output_dir: str, report: dict) -> None:
 
     write_json(report, Path(output_dir) / HANDOFF_NAME)
     plot_handoff(report, Path(output_dir) / "readiness.png")
-    print(handoff_text("after RL", report["after"]))
+    if "after" in report:
+        print(handoff_text("after RL", report["after"]))
 
 
 STAGE = Stage(
