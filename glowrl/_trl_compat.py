@@ -13,6 +13,8 @@ What is private, and where it is used:
 - GRPO/RLOO's completion mask (`completion_mask`, times `tool_mask` when tools ran) ([`completion_token_mask`]) and
   the slice of the globally gathered rewards that belongs to this process ([`local_rows`]);
 - the checkpoint folder of the current step ([`checkpoint_dir`]);
+- TRL's `vllm serve` command line for a server that trainers can push weights to ([`vllm_serve_command`]; what the
+  deprecated `trl vllm-serve` runs, without its re-exec);
 - the text of GRPO/RLOO's batch-size error, which glowrl rewrites into one that names the fix
   ([`post_init_rollout_config`]).
 
@@ -120,3 +122,11 @@ def post_init_rollout_config(args, parent_post_init) -> None:
             f"it a multiple of num_generations, e.g. per_device_train_batch_size: {args.num_generations}, or a "
             f"num_generations that divides {per_device * world_size * steps}"
         ) from None
+
+
+def vllm_serve_command(**script_args) -> list[str]:
+    """The `vllm serve` command line TRL's trainers expect a server to run (`trl.scripts.vllm_serve.build_command`:
+    NCCL weight transfer, processed log-probs); run it with `VLLM_SERVER_DEV_MODE=1`. Needs no vLLM to build."""
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    return build_command(ScriptArguments(**script_args))

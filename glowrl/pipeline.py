@@ -21,6 +21,9 @@ before every stage's values, paths and data are checked. One pipeline at a time 
 
 import datetime
 import json
+import os
+import shlex
+import signal
 import subprocess
 import sys
 from importlib import metadata
@@ -32,6 +35,7 @@ from ._trl_compat import validating_for_world_size
 from .checkpoints import last_complete_checkpoint
 from .errors import RecipeError
 from .io import read_log_history, read_trainer_state, write_json, write_text_atomic
+from .launch import LocalLauncher, SlurmLauncher, StageLaunch, slurm_settings, wait_for_server
 from .outputs import RunLock, check_output, clear_dir
 from .processes import RunInterrupted, run_child
 from .recipe import apply_env, apply_overrides, field_names, load_recipe, parse_dataclasses
@@ -74,21 +78,25 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def stage_command(
-    stage: str, recipe_path: Path, accelerate_config: str | None, resume: str | None, single_process: bool = False
-) -> list[str]:
-    """The `accelerate launch -m glowrl <stage>` command line of one stage (`python -m glowrl <stage>` if single)."""
-    if single_process:
-        return [sys.executable, "-m", "glowrl", stage, "--config", str(recipe_path)]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]  # the stage's own error, no traceback
-    if accelerate_config:
-        command += ["--config_file", accelerate_config]
-    else:  # one process; said explicitly, or accelerate lists the defaults it assumed
-        command += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command += ["-m", "glowrl", stage, "--config", str(recipe_path)]
-    if resume:
-        command += ["--resume_from_checkpoint", resume]
-    return command
+def run_launch(launch: StageLaunch, runner) -> int:
+    """Run a stage's steps in order (its vLLM server first, stopped after them); the first non-zero exit stops it."""
+    server = None
+    try:
+        if launch.server:
+            print("$ " + shlex.join(launch.server) + " &", flush=True)
+            server = subprocess.Popen(launch.server, start_new_session=True)
+            print(f"waiting for the vLLM server at {launch.server_url}", flush=True)
+            wait_for_server(launch.server_url, server, launch.server_wait)
+        for step in launch.steps:
+            print("$ " + shlex.join(step), flush=True)
+            returncode = runner(step)
+            if returncode != 0:
+                return returncode
+        return 0
+    finally:
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait()
 
 
 def headline_metrics(stage_dir: Path) -> dict:
@@ -118,19 +126,18 @@ def banner(text: str):
     print(f"\n━━ {text} {line}", flush=True)
 
 
-def validate(resolved: dict, accelerate_config: str | None) -> None:
+def validate(resolved: dict, launcher) -> None:
     """Check every stage's values, paths and data before anything is deleted, written or launched.
 
     Each stage's values are parsed into its dataclasses (types, ranges, TRL's own config checks) and its `check`
     runs (model and data paths, columns), skipping what earlier stages will produce. Hardware values are checked
     when the stage starts where it runs: here `use_cpu`/`bf16`/`use_vllm` are set for this machine, and GRPO's batch
-    rule is checked against the launch's number of processes, not this one process.
+    rule is checked against the launch's number of processes (`launcher.world_size`), not this one process.
     """
-    world_size = 1
-    if accelerate_config:
-        world_size = int((yaml.safe_load(Path(accelerate_config).read_text()) or {}).get("num_processes") or 1)
+    launcher.check(resolved)
     produced = set()
     for name, values in resolved.items():
+        world_size = launcher.world_size(values)
         stage = get_stage(name)
         types = selected_dataclass_types(stage, values)
         known = field_names(types)
@@ -200,19 +207,31 @@ def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
     return stages
 
 
-def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launcher=run_child) -> int:
+def load_pipeline(recipe_path: str, overrides: list[str]) -> tuple[dict, dict]:
+    """The recipe with its overrides applied and its `env:` set, and every stage's resolved values."""
+    recipe = apply_overrides(load_recipe(recipe_path), overrides, available_stages())
+    apply_env(recipe)
+    return recipe, resolve_recipe(recipe)
+
+
+def run(recipe_path: str, overrides: list[str], overwrite: bool = False, runner=run_child, slurm: bool = False) -> int:
     """Run the pipeline; returns the exit status (0 when every stage is done).
+
+    Args:
+        runner: runs one command line and returns its exit status ([`run_child`]; tests pass their own).
+        slurm: run every stage as `srun` steps of the allocation this process is in, with the recipe's `slurm:`
+            settings ([`SlurmLauncher`]); `glowrl slurm` submits a job that does this.
 
     Raises:
         RunInterrupted: when SIGINT or SIGTERM stopped a stage (it is recorded as `interrupted`; a re-run resumes).
     """
-    recipe = apply_overrides(load_recipe(recipe_path), overrides, available_stages())
-    apply_env(recipe)
-    resolved = resolve_recipe(recipe)
+    recipe, resolved = load_pipeline(recipe_path, overrides)
     config = recipe.get("accelerate_config")
-    if config and not Path(config).is_file():
-        raise RecipeError(f"accelerate_config: {config} does not exist; give a file from accelerate_configs/")
-    validate(resolved, config)
+    if slurm:
+        launcher = SlurmLauncher.from_allocation(config, slurm_settings(recipe, resolved))
+    else:
+        launcher = LocalLauncher(config)
+    validate(resolved, launcher)
     root = Path(recipe["output_root"])
     check_output(root, "output_root", overwrite=True)  # a file, or not writable: refused here
     with RunLock(root):
@@ -224,10 +243,10 @@ def run(recipe_path: str, overrides: list[str], overwrite: bool = False, launche
             **environment(),
             "stages": plan_stages(resolved, previous, overwrite),
         }
-        return _run_stages(root, resolved, manifest, config, launcher)
+        return _run_stages(root, resolved, manifest, launcher, runner)
 
 
-def _run_stages(root: Path, resolved: dict, manifest: dict, config: str | None, launcher) -> int:
+def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) -> int:
     manifest_path = root / MANIFEST_NAME
     stages = list(resolved)
     for index, stage in enumerate(stages, 1):
@@ -245,14 +264,15 @@ def _run_stages(root: Path, resolved: dict, manifest: dict, config: str | None, 
         values = resolved[stage]
         stage_recipe = write_text_atomic(root / "recipes" / f"{stage}.yaml", yaml.safe_dump(values, sort_keys=False))
         single = get_stage(stage).single_process(values)
-        command = stage_command(stage, stage_recipe, config, resume, single)
+        launch = launcher.launch(stage, stage_recipe, values, resume, single, index=index)
         banner(title + (f" — resuming from {resume}" if resume else " — resuming" if action == "resume" else ""))
-        print("$ " + " ".join(command), flush=True)
-        info.update(status="running", started=_now(), command=command, resumed_from=resume)
+        info.update(status="running", started=_now(), commands=launch.steps, resumed_from=resume)
+        if launch.server:
+            info["server"] = launch.server
         info.pop("ended", None)
         write_json(manifest, manifest_path)
         try:
-            returncode = launcher(command)
+            returncode = run_launch(launch, runner)
         except RunInterrupted:
             info.update(status="interrupted", ended=_now())
             write_json(manifest, manifest_path)

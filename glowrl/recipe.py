@@ -11,7 +11,8 @@ top level and a section per stage, in the order the stages run:
       algorithm: grpo
 
 Precedence: dataclass default < shared key < stage section < command line. Unknown keys, anywhere, are errors that
-name the key and suggest the closest field. An `env:` mapping sets environment variables before anything is built.
+name the key and suggest the closest field. An `env:` mapping sets environment variables before anything is built;
+a `slurm:` mapping holds the settings of `glowrl slurm` (`glowrl.launch.SlurmSettings`).
 
 This module knows the format, not the stages: which section names exist and which fields each stage has are given
 by the caller (`glowrl.stages`). Imports transformers only to parse values into dataclasses.
@@ -31,7 +32,7 @@ from .errors import RecipeError
 # transformers' TrainingArguments error for bf16 without a GPU (TRL configs default to bf16: true).
 BF16_ON_CPU_ERROR = "doesn't support bf16/gpu"
 # Keys only the pipeline reads; accepted at the top level of any recipe and ignored by the stages.
-PIPELINE_KEYS = ("output_root", "accelerate_config", "env")
+PIPELINE_KEYS = ("output_root", "accelerate_config", "env", "slurm")
 # Range rules for fields by name, whichever dataclass holds them (every float field must also be finite).
 POSITIVE = {
     "per_device_train_batch_size",
@@ -108,7 +109,7 @@ def unknown_key_error(key: str, known, where: str) -> RecipeError:
 def split_recipe(recipe: dict, stage_names) -> tuple[dict, dict[str, dict]]:
     """Split a recipe into its shared keys and its stage sections (in recipe order).
 
-    A mapping-valued key that is not a stage name (nor `env`) is an unknown section.
+    A mapping-valued key that is not a stage name (nor `env` or `slurm`) is an unknown section.
     """
     shared, sections = {}, {}
     for key, value in recipe.items():
@@ -116,7 +117,7 @@ def split_recipe(recipe: dict, stage_names) -> tuple[dict, dict[str, dict]]:
             if value is not None and not isinstance(value, dict):
                 raise RecipeError(f"section {key}: must be a mapping of keys to values")
             sections[key] = value or {}
-        elif key == "env" or not isinstance(value, dict):
+        elif key in ("env", "slurm") or not isinstance(value, dict):
             shared[key] = value
         else:
             raise RecipeError(f"unknown section {key!r}; the sections are the stages: {', '.join(stage_names)}")

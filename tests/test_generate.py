@@ -193,7 +193,7 @@ def test_generate_then_sft_then_rl_in_one_pipeline(tmp_path, sft_checkpoint, tin
     results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert [m["name"] for m in results["models"]] == [Path(tiny_model_dir).name, "sft", "rl"]  # base first
     assert all(set(m["averages"]) == {"in_domain", "out_of_domain"} for m in results["models"])
-    assert run(str(path), [], launcher=lambda command: pytest.fail(f"re-launched {command}")) == 0  # all done
+    assert run(str(path), [], runner=lambda command: pytest.fail(f"re-launched {command}")) == 0  # all done
 
 
 def test_data_arms_from_generated_samples(tmp_path):

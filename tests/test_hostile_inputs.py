@@ -270,7 +270,7 @@ def never_launched(command):
 
 
 def test_pipeline_checks_every_stage_value_before_running_or_deleting(pipeline_recipe, tmp_path, capsys):
-    assert run(pipeline_recipe(), [], launcher=stand_in) == 0
+    assert run(pipeline_recipe(), [], runner=stand_in) == 0
     root = tmp_path / "run"
     before = tree_hash(root)
     for overrides, message in (
@@ -281,7 +281,7 @@ def test_pipeline_checks_every_stage_value_before_running_or_deleting(pipeline_r
         (["--rl.reward_funcs", "[accuracy]"], "unknown reward function"),
     ):
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-            run(pipeline_recipe(), overrides, overwrite=True, launcher=never_launched)
+            run(pipeline_recipe(), overrides, overwrite=True, runner=never_launched)
         assert tree_hash(root) == before, overrides
 
 
@@ -298,7 +298,7 @@ def test_a_second_pipeline_on_the_same_root_is_refused_naming_the_first(pipeline
     recipe = pipeline_recipe()
     with RunLock(tmp_path / "run"):
         assert_refused(capsys, ["pipeline", "--config", recipe], "is in use by another run (glowrl pipeline, pid")
-    assert run(recipe, [], launcher=stand_in) == 0  # released with the holder
+    assert run(recipe, [], runner=stand_in) == 0  # released with the holder
 
 
 def test_an_output_root_that_is_a_file_is_refused(pipeline_recipe, tmp_path, capsys):

@@ -50,7 +50,9 @@ LAYERS = [
     ("trainers, evaluation API, teacher sampling", ["glowrl.glow", "glowrl.evaluation", "glowrl.teacher"]),
     ("RL algorithms", ["glowrl.rl"]),
     ("stages", ["glowrl.stages"]),
+    ("launchers", ["glowrl.launch"]),
     ("pipeline", ["glowrl.pipeline"]),
+    ("cluster", ["glowrl.slurm"]),
     ("demo", ["glowrl.demo"]),
     ("CLI and package facade", ["glowrl.cli", "glowrl.__main__", "glowrl"]),
 ]

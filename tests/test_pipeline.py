@@ -84,14 +84,18 @@ def test_runs_sft_then_rl_and_skips_finished_stages(pipeline_recipe, tmp_path, c
     for stage in ("sft", "rl"):
         assert (root / stage / "model.safetensors").is_file()
         assert info["stages"][stage]["started"] <= info["stages"][stage]["ended"]
-        assert "accelerate.commands.launch" in " ".join(info["stages"][stage]["command"])
-        assert launched_stage(info["stages"][stage]["command"]) == stage
+        [command] = info["stages"][stage]["commands"]
+        assert "accelerate.commands.launch" in " ".join(command)
+        assert launched_stage(command) == stage
+        # accelerate is told the stage's own precision and accumulation, so it cannot disagree with the trainer
+        assert command[command.index("--mixed_precision") + 1] == "no"
+        assert command[command.index("--gradient_accumulation_steps") + 1] == "1"
     assert "reward_first" in info["stages"]["rl"]["metrics"] and "final_loss" in info["stages"]["sft"]["metrics"]
     out = capsys.readouterr().out
     assert "stage 1/2: sft" in out and "stage 2/2: rl (grpo)" in out and "summary" in out
 
     # Same recipe again: both stages are skipped, nothing is launched or rewritten.
-    assert run(recipe, [], launcher=refuse_to_launch) == 0
+    assert run(recipe, [], runner=refuse_to_launch) == 0
     assert manifest(root)["stages"] == info["stages"]
     assert "skipped" in capsys.readouterr().out
 
@@ -254,12 +258,12 @@ def test_bad_recipes_are_refused_before_anything_runs(pipeline_recipe, tmp_path,
 
 
 def test_a_finished_run_of_another_recipe_is_never_overwritten(pipeline_recipe, tmp_path, capsys):
-    assert run(pipeline_recipe(), [], launcher=succeed) == 0
+    assert run(pipeline_recipe(), [], runner=succeed) == 0
     before = manifest(tmp_path / "run")
     assert glowrl_main(["pipeline", "--config", pipeline_recipe(), "--seed", "7"]) == 2
     assert "holds a finished sft stage of another config" in capsys.readouterr().err
     assert manifest(tmp_path / "run") == before
-    assert run(pipeline_recipe(), ["--seed", "7"], overwrite=True, launcher=succeed) == 0
+    assert run(pipeline_recipe(), ["--seed", "7"], overwrite=True, runner=succeed) == 0
     assert manifest(tmp_path / "run")["stages"]["sft"]["config"]["seed"] == 7
 
 
@@ -270,10 +274,10 @@ def test_a_failed_rl_stage_reruns_with_a_fixed_config_and_sft_is_kept(pipeline_r
         launched.append(launched_stage(command))
         return 1 if launched_stage(command) == "rl" else 0
 
-    assert run(pipeline_recipe(), [], launcher=fail_rl) == 1
+    assert run(pipeline_recipe(), [], runner=fail_rl) == 1
     assert [manifest(tmp_path / "run")["stages"][s]["status"] for s in ("sft", "rl")] == ["done", "failed"]
     launched.clear()
-    assert run(pipeline_recipe(), ["--rl.learning_rate", "1e-5"], launcher=succeed_recording(launched)) == 0
+    assert run(pipeline_recipe(), ["--rl.learning_rate", "1e-5"], runner=succeed_recording(launched)) == 0
     assert launched == ["rl"]  # SFT, finished with the same config, is skipped
     assert manifest(tmp_path / "run")["stages"]["rl"]["resumed_from"] is None  # new config: starts afresh
 
@@ -292,7 +296,7 @@ def test_overrides_reach_the_right_stage(pipeline_recipe, tmp_path):
         run(
             pipeline_recipe(),
             ["--rl.learning_rate", "2e-4", "--sft.glow_beta", "3", "--seed", "5"],
-            launcher=lambda command: launched.append(command) or 0,
+            runner=lambda command: launched.append(command) or 0,
         )
         == 0
     )
@@ -312,7 +316,7 @@ def test_pipeline_under_two_process_cpu_ddp(pipeline_recipe, tmp_path):
     assert run(recipe, []) == 0
     info = manifest(tmp_path / "run")
     assert all(info["stages"][s]["status"] == "done" for s in ("sft", "rl"))
-    assert "cpu_ddp.yaml" in " ".join(info["stages"]["sft"]["command"])
+    assert "cpu_ddp.yaml" in " ".join(info["stages"]["sft"]["commands"][0])
     visits = read_jsonl(tmp_path / "run" / "sft" / "glow_samples.jsonl")
     assert {(v["epoch"], v["sample_id"]) for v in visits} == {(e, i) for e in range(2) for i in range(81)}
     # 81 samples in global batches of 2 × 8: accelerate's even_batches repeats 15 samples in each epoch's last batch.

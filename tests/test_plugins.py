@@ -149,7 +149,7 @@ def test_a_stage_defined_here_gets_a_section_a_command_and_a_place_in_the_pipeli
     recipe["count"] = {}  # a section for the new stage: its model is the SFT output, by what SFT produces
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    assert run_pipeline(str(path), [], launcher=in_process) == 0
+    assert run_pipeline(str(path), [], runner=in_process) == 0
     count = json.loads((tmp_path / "run" / "count" / "count.json").read_text())
     assert count["model"] == str(tmp_path / "run" / "sft") and count["count"] > 10_000
     manifest = json.loads((tmp_path / "run" / "pipeline.json").read_text())

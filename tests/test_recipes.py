@@ -72,3 +72,20 @@ def test_accelerate_config_has_a_launch_header_and_a_distributed_type(path):
     config = yaml.safe_load(text)
     assert config["distributed_type"] in {"NO", "MULTI_GPU", "DEEPSPEED", "FSDP"}
     assert config["use_cpu"] is False  # use_cpu here would make accelerate start a single process
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in RECIPES if "slurm" in load_recipe(p)], ids=lambda p: str(p.relative_to(REPO / "recipes"))
+)
+def test_every_slurm_section_is_a_layout_its_stages_can_use(path, monkeypatch):
+    """The `slurm:` section parses, and its layout passes the launcher's checks (a vLLM node exactly when RL serves
+    with vLLM, a multi-machine accelerate config when training spans nodes)."""
+    from glowrl.launch import SlurmLauncher, slurm_settings
+
+    monkeypatch.chdir(REPO)
+    recipe = load_recipe(path)
+    resolved = resolve_recipe(recipe)
+    settings = slurm_settings(recipe, resolved)
+    nodes = [f"node{i}" for i in range(settings.nodes)]
+    SlurmLauncher(recipe.get("accelerate_config"), nodes, nodes, settings).check(resolved)
+    assert settings.gpus_per_node == 8

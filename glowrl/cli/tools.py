@@ -28,6 +28,12 @@ def pipeline_parser() -> Parser:
     )
     parser.add_argument("--config", required=True, help="pipeline recipe with shared keys and a section per stage")
     parser.add_argument("--overwrite", action="store_true", help="re-run every stage, replacing finished outputs")
+    parser.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="slurm: run each stage as srun steps of this Slurm allocation (what a `glowrl slurm` job runs)",
+    )
     return parser
 
 
@@ -35,7 +41,36 @@ def pipeline(argv):
     from ..pipeline import run
 
     args, overrides = pipeline_parser().parse_known_args(argv)
-    return run(args.config, overrides, overwrite=args.overwrite)
+    return run(args.config, overrides, overwrite=args.overwrite, slurm=args.launcher == "slurm")
+
+
+def slurm_parser() -> Parser:
+    from dataclasses import fields
+
+    from ..launch import SlurmSettings
+
+    settings = "\n".join(f"  --{f.name} (default: {f.default!r}): {f.metadata['help']}" for f in fields(SlurmSettings))
+    parser = Parser(
+        prog="glowrl slurm",
+        description="Submit a pipeline recipe as one Slurm job: one task per node, each stage an srun step, "
+        "requeue-safe. Settings come from the recipe's slurm: section and these flags; other --key value pairs "
+        "override the recipe as in glowrl pipeline.",
+        epilog="job settings (also slurm: keys in the recipe):\n" + settings,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="pipeline recipe")
+    parser.add_argument(
+        "--dry_run", action="store_true", help="print the script and each stage's launch; submit nothing"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs (first attempt only)")
+    return parser
+
+
+def slurm(argv):
+    from ..slurm import submit
+
+    args, rest = slurm_parser().parse_known_args(argv)
+    submit(args.config, rest, overwrite=args.overwrite, dry_run=args.dry_run)
 
 
 # Sampling keys `glowrl eval --config` may set (flags override them).
@@ -319,6 +354,7 @@ def arithmetic_data(argv):
 TOOLS = {
     "demo": ("the whole path on a CPU: tiny teacher -> GLOW SFT -> hand-off -> GRPO -> evaluation", demo),
     "pipeline": ("every stage of a recipe in order, each under accelerate launch", pipeline),
+    "slurm": ("submit a pipeline recipe as one multi-node Slurm job (requeue-safe; --dry_run prints it)", slurm),
     "eval": ("pass@k, maj@k and inference entropy on math and out-of-domain benchmarks", evaluate),
     "label": ("label trajectories as correct/incorrect with the shared grader", label),
     "readiness": ("the SFT -> RL hand-off report of a model on a recipe's RL prompts", readiness),

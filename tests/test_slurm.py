@@ -1,0 +1,310 @@
+"""`glowrl slurm` and the Slurm launcher: the rendered job, the refusals, and real two-node runs on a real cluster.
+
+The last tests start a real two-node Slurm cluster on this machine (`slurm_cluster.py`; `.ci/run` installs Debian's
+`slurm-wlm` and `munge`) and submit a tiny GLOW SFT -> GRPO pipeline with `glowrl slurm`: one process per node, DDP
+over gloo with a c10d rendezvous, each stage an `srun` step. Its GLOW weights must equal one process's (the criterion
+of `test_distributed.py`), and a job requeued in the middle of SFT must resume from the last complete checkpoint.
+
+python -m pytest tests/test_slurm.py
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from slurm_cluster import missing, two_node_cluster, wait_for_job
+from test_distributed import assert_same_weights, run_sft, weights_by_visit
+from utils import REPO, read_jsonl
+
+from glowrl.checkpoints import COMPLETE_MARKER
+from glowrl.cli import main as glowrl_main
+from glowrl.errors import GlowrlError
+from glowrl.launch import MACHINE_RANK, per_task_shell, wait_for_server
+
+
+CPU_DDP = str(REPO / "accelerate_configs/cpu_ddp.yaml")
+
+
+def slurm_recipe(tmp_path, tiny_model_dir, addition_file, rl=None, sft=None, **shared) -> str:
+    """A tiny SFT -> GRPO pipeline recipe, shrunk to seconds, with `sft`/`rl` section changes and shared ones."""
+    recipe = yaml.safe_load((REPO / "recipes/tiny/pipeline.yaml").read_text())
+    del recipe["eval"]
+    recipe.update(model_name_or_path=tiny_model_dir, output_root=str(tmp_path / "run"), logging_steps=1)
+    recipe["dataset_paths"] = [addition_file]
+    recipe["sft"].update({"num_train_epochs": 2, "per_device_train_batch_size": 8, **(sft or {})})
+    rl_defaults = {"max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 32}
+    recipe["rl"].update({**rl_defaults, "save_strategy": "no", "readiness_prompts": 0, **(rl or {})})
+    recipe.update(shared)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture
+def recipe(tmp_path, tiny_model_dir, addition_file):
+    def write(**changes):
+        return slurm_recipe(tmp_path, tiny_model_dir, addition_file, **changes)
+
+    return write
+
+
+def dry_run(capsys, recipe_path, *flags) -> str:
+    assert glowrl_main(["slurm", "--config", recipe_path, "--dry_run", *flags]) == 0
+    return capsys.readouterr().out
+
+
+def test_the_rendered_job_takes_each_tasks_rank_inside_the_task(recipe, tmp_path, capsys):
+    out = dry_run(
+        capsys,
+        recipe(accelerate_config=CPU_DDP, sft={"gradient_accumulation_steps": 2}),
+        "--nodes", "2", "--partition", "cpu", "--time", "01:00:00", "--socket_ifname", "eth0", "--offline", "true",
+        "--setup", "module load cuda", "source venv/bin/activate",
+    )  # fmt: skip
+    lines = out.splitlines()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --partition=cpu", "#SBATCH --requeue"):
+        assert line in lines
+    assert "#SBATCH --time=01:00:00" in lines and "#SBATCH --open-mode=append" in lines
+    assert not any(line.startswith("#SBATCH --gpus") for line in lines)  # CPU nodes: no GPUs asked for
+    assert lines.index("module load cuda") < lines.index("source venv/bin/activate") < len(lines)
+    assert "export NCCL_SOCKET_IFNAME=eth0" in lines and "export GLOO_SOCKET_IFNAME=eth0" in lines
+    assert "export HF_HUB_OFFLINE=1" in lines and "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1" in lines
+    [exec_line] = [line for line in lines if line.startswith("exec ")]
+    assert "-m glowrl pipeline --config" in exec_line and exec_line.endswith("--launcher slurm")
+    assert "SLURM_PROCID" not in "\n".join(line for line in lines if not line.startswith("#"))  # not the batch shell's
+    sft = next(line for line in lines if "glowrl sft" in line)
+    assert "--nodelist=node0,node1" in sft  # commas, as srun reads a list
+    # the rank is quoted for the task's own shell: bash -c '... --machine_rank "$SLURM_PROCID" ...'
+    assert "bash -c 'exec " in sft and '--machine_rank "$SLURM_PROCID"' in sft
+    assert "--num_machines 2 --machine_rank" in sft and "--num_processes 2" in sft and "--rdzv_backend c10d" in sft
+    assert "--gradient_accumulation_steps 2" in sft and "--mixed_precision no" in sft  # the stage's own values
+    # nothing was written or submitted
+    assert not (tmp_path / "run").exists()
+
+
+def test_overwrite_applies_to_the_first_attempt_only(recipe, capsys):
+    out = dry_run(capsys, recipe(accelerate_config=CPU_DDP), "--nodes", "2", "--overwrite")
+    assert '[ "${SLURM_RESTART_COUNT:-0}" = 0 ] && overwrite=(--overwrite)' in out
+    assert "exec " in out and '"${overwrite[@]}"' in out
+
+
+def test_vllm_server_node_serves_the_sft_model_and_the_trainer_gets_its_address(recipe, capsys):
+    path = recipe(
+        accelerate_config=str(REPO / "accelerate_configs/zero2.yaml"),
+        rl={"use_vllm": True, "vllm_mode": "server"},
+        use_cpu=False,
+    )
+    out = dry_run(capsys, path, "--nodes", "3", "--vllm_nodes", "1", "--gpus_per_node", "8")
+    assert "#SBATCH --gpus-per-node=8" in out.splitlines()
+    sft = next(line for line in out.splitlines() if "glowrl sft" in line)
+    assert "--nodelist=node0,node1,node2" in sft and "--num_processes 24" in sft  # SFT uses every node
+    server = next(line for line in out.splitlines() if line.startswith("#   server:"))
+    assert "--nodelist=node2" in server and "--export=ALL,VLLM_SERVER_DEV_MODE=1" in server
+    assert "vllm.entrypoints.cli.main serve" in server and str(Path(path).parent / "run" / "sft") in server
+    assert "--tensor-parallel-size 8" in server and "--weight-transfer-config" in server
+    rl = next(line for line in out.splitlines() if "glowrl rl" in line)
+    assert "--nodelist=node0,node1" in rl and "--num_processes 16" in rl  # RL trains on the other two nodes
+    assert "--vllm_server_host node2 --vllm_server_port 8000" in rl  # the key TRL reads (not --server_ip)
+
+
+@pytest.mark.parametrize(
+    ("flags", "changes", "expected"),
+    [
+        (["--nodes", "0"], {}, "--nodes 0: a job needs at least one node"),
+        (["--nodes", "2", "--vllm_nodes", "2"], {}, "--vllm_nodes 2"),
+        (["--nodes", "2", "--vllm_nodes", "1", "--gpus_per_node", "8"], {}, "no stage of the recipe uses vllm_mode"),
+        (
+            ["--nodes", "2", "--gpus_per_node", "8"],
+            {"rl": {"use_vllm": True, "vllm_mode": "server"}, "use_cpu": False},
+            "vllm_mode: server needs a node for the vLLM server: pass --vllm_nodes 1",
+        ),
+        (
+            ["--nodes", "2"],
+            {"accelerate_config": str(REPO / "accelerate_configs/single_device.yaml")},
+            "runs on one machine only",
+        ),
+        (["--nodes", "2"], {}, "accelerate_config: no accelerate_config runs on one machine only"),
+        (["--nodes", "1", "--gpus_per_node", "0"], {"use_cpu": False}, "set use_cpu: true"),
+        (["--nodes", "2", "--port", "80"], {}, "--port 80"),
+        (["--nodes", "2", "--partitoin", "x"], {}, "did you mean 'partition'"),
+    ],
+    ids=["nodes-0", "vllm-all-nodes", "vllm-idle", "server-without-vllm-node", "single-machine-config", "no-config",
+         "gpu-recipe-on-cpu-nodes", "low-port", "typo"],
+)  # fmt: skip
+def test_bad_layouts_are_refused_in_one_line_and_nothing_is_written(
+    recipe, tmp_path, capsys, flags, changes, expected
+):
+    path = recipe(**changes)
+    assert glowrl_main(["slurm", "--config", path, *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_without_sbatch_it_says_dry_run_still_works(recipe, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    assert glowrl_main(["slurm", "--config", recipe(accelerate_config=CPU_DDP), "--nodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "sbatch is not installed here; `glowrl slurm --dry_run` prints the script" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_pipeline_refuses_the_slurm_launcher_outside_an_allocation(recipe, capsys, monkeypatch):
+    for key in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST"):
+        monkeypatch.delenv(key, raising=False)
+    assert glowrl_main(["pipeline", "--config", recipe(), "--launcher", "slurm"]) == 2
+    assert "runs inside a Slurm allocation" in capsys.readouterr().err
+
+
+def test_per_task_shell_quotes_everything_but_the_rank():
+    command = per_task_shell(["python", "a b", MACHINE_RANK, "$HOME"], **{MACHINE_RANK: '"$SLURM_PROCID"'})
+    assert command == ["bash", "-c", "exec python 'a b' \"$SLURM_PROCID\" '$HOME'"]
+    result = subprocess.run(
+        ["bash", "-c", command[2].replace("exec python", "echo")], env={"SLURM_PROCID": "3", "HOME": "/h"},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert result.stdout.split() == ["a", "b", "3", "$HOME"]
+
+
+class Health(BaseHTTPRequestHandler):
+    ready_at = 0.0
+
+    def do_GET(self):
+        ok = self.path == "/health" and time.monotonic() >= Health.ready_at
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_trainer_waits_for_the_servers_health_endpoint(tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        Health.ready_at = time.monotonic() + 1.5  # answers 503 first, as a loading server does
+        start = time.monotonic()
+        wait_for_server(url, alive, timeout=30, poll=0.2)
+        assert time.monotonic() - start >= 1.4
+        Health.ready_at = time.monotonic() + 60
+        with pytest.raises(GlowrlError, match="did not answer /health within 1 s"):
+            wait_for_server(url, alive, timeout=1, poll=0.2)
+    finally:
+        alive.kill()
+        server.shutdown()
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(GlowrlError, match="exited with 3 before it answered"):
+        wait_for_server(url, dead, timeout=30)
+
+
+# A real two-node cluster ------------------------------------------------------------------------------------------
+
+
+needs_slurm = pytest.mark.skipif(missing() is not None, reason=missing() or "")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with two_node_cluster(tmp_path_factory.mktemp("slurm")) as env:
+        yield env
+
+
+def submit(recipe_path: str, env: dict, *flags: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "glowrl", "slurm", "--config", recipe_path, "--nodes", "2", *flags],
+        check=False, capture_output=True, text=True, cwd=REPO, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.split()[2].rstrip(":")  # "submitted job N: ..."
+
+
+def job_output(root: Path, job_id: str) -> str:
+    return (root / "slurm" / f"glowrl-run-{job_id}.out").read_text()
+
+
+def ddp_sft(**changes) -> dict:
+    """`test_distributed.py`'s SFT values, for one of two processes (the global batch of its single process: 8)."""
+    values = yaml.safe_load((REPO / "recipes/tiny/sft.yaml").read_text())
+    values.update(
+        {
+            "num_train_epochs": 3,
+            "per_device_train_batch_size": 4,
+            "save_strategy": "no",
+            "glow_alpha": 2.0,
+            "glow_beta": 10.0,
+            "logging_steps": 1,
+            "learning_rate": 5e-3,
+            "warmup_steps": 0,
+            "ddp_find_unused_parameters": False,
+            **changes,
+        }
+    )
+    return {k: v for k, v in values.items() if k not in ("model_name_or_path", "dataset_paths", "output_dir")}
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory, tiny_model_dir, trajectory_file):
+    return weights_by_visit(run_sft(tmp_path_factory.mktemp("single"), "single", tiny_model_dir, trajectory_file, 8))
+
+
+@pytest.mark.slow
+@needs_slurm
+def test_two_nodes_give_one_process_glow_weights_and_a_requeued_job_resumes(
+    cluster, tmp_path, tiny_model_dir, addition_file, trajectory_file, single_process
+):
+    sft = {**ddp_sft(save_strategy="epoch", save_total_limit=None), "dataset_paths": [trajectory_file]}
+    path = slurm_recipe(tmp_path, tiny_model_dir, addition_file, sft=sft, accelerate_config=CPU_DDP)
+    root = tmp_path / "run"
+    job = submit(path, cluster)
+    # Requeue the job once SFT has a complete checkpoint, as a preemption would, and let it start again at once.
+    deadline = time.monotonic() + 600
+    while not list((root / "sft").glob(f"checkpoint-*/{COMPLETE_MARKER}")):
+        assert time.monotonic() < deadline, "no SFT checkpoint in 600 s"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "requeue", job], check=True, env=cluster)
+    time.sleep(3)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=True, env=cluster)
+    assert wait_for_job(job, cluster) == "COMPLETED", job_output(root, job)
+
+    log = job_output(root, job)
+    assert f"glowrl: job {job}, attempt 1, nodes n[1-2]" in log and f"glowrl: job {job}, attempt 2" in log
+    info = json.loads((root / "pipeline.json").read_text())
+    assert [info["stages"][s]["status"] for s in ("sft", "rl")] == ["done", "done"]
+    assert "checkpoint-" in info["stages"]["sft"]["resumed_from"]  # the second attempt resumed SFT
+    for stage in ("sft", "rl"):
+        [step] = info["stages"][stage]["commands"]
+        assert step[:2] == ["srun", "--nodes=2"] and "--nodelist=n1,n2" in step
+        assert '--machine_rank "$SLURM_PROCID"' in step[-1] and "--main_process_ip 127.0.0.1" in step[-1]
+    # Two nodes, one process each, across a requeue: the same per-sample GLOW weights as one process.
+    assert_same_weights(single_process, weights_by_visit(root / "sft"))
+    assert (root / "rl" / "model.safetensors").is_file()
+    assert len(read_jsonl(root / "slurm" / "jobs.jsonl")) == 1
+    rendered = yaml.safe_load(Path(read_jsonl(root / "slurm" / "jobs.jsonl")[0]["recipe"]).read_text())
+    assert rendered["slurm"]["nodes"] == 2 and rendered["slurm"]["gpus_per_node"] == 0
+
+
+@pytest.mark.slow
+@needs_slurm
+def test_a_finished_job_submitted_again_skips_every_stage(cluster, recipe, tmp_path):
+    path = recipe(accelerate_config=CPU_DDP, sft={"num_train_epochs": 1}, rl={"max_steps": 1})
+    root = tmp_path / "run"
+    first = submit(path, cluster)
+    assert wait_for_job(first, cluster) == "COMPLETED", job_output(root, first)
+    ended = {s: e["ended"] for s, e in json.loads((root / "pipeline.json").read_text())["stages"].items()}
+    time.sleep(1)  # a new render second
+    second = submit(path, cluster)
+    assert wait_for_job(second, cluster) == "COMPLETED", job_output(root, second)
+    assert "done at" in job_output(root, second) and "skipped" in job_output(root, second)
+    stages = json.loads((root / "pipeline.json").read_text())["stages"]
+    assert {s: e["ended"] for s, e in stages.items()} == ended
+    assert len(list((root / "slurm").glob("job-*.sbatch"))) == 2
+    assert os.path.getsize(root / "slurm" / "jobs.jsonl") > 0
