@@ -39,14 +39,22 @@ def _child_setup():
     die_with_parent()
 
 
-def run_child(command: list[str], env: dict | None = None) -> int:
+def run_child(command: list[str], env: dict | None = None, log: str | os.PathLike | None = None) -> int:
     """Run `command` in its own process group, forwarding SIGINT/SIGTERM to the group; returns its exit status.
+    With `log`, its output (stdout and stderr) is appended to that file instead of this process's.
 
     Raises:
         RunInterrupted: after the child has ended, when this process received SIGINT or SIGTERM while it ran.
     """
     env = {**(env or os.environ), DIE_WITH_PARENT_ENV: "1"}
-    child = subprocess.Popen(command, env=env, preexec_fn=_child_setup)  # noqa: PLW1509 - setsid + pdeathsig only
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(log, "a")) if log is not None else None
+        stderr = subprocess.STDOUT if out else None
+        child = subprocess.Popen(command, env=env, preexec_fn=_child_setup, stdout=out, stderr=stderr)  # noqa: PLW1509 - setsid + pdeathsig only
+        return _wait(child)
+
+
+def _wait(child: subprocess.Popen) -> int:
     received: list[int] = []
 
     def forward(signum, frame):

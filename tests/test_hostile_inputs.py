@@ -118,6 +118,11 @@ def test_output_dir_that_is_a_file_is_refused(sft_argv, tmp_path, capsys):
         ({"trajectories": "both"}, "trajectories must be one of all, positive, negative, got 'both'"),
         ({"bf16": True, "use_cpu": False}, "bf16: true (TRL's default) needs a GPU"),
         ({"save_strategy": False}, "save_strategy: false is not a valid value (YAML reads an unquoted yes/no"),
+        (
+            {"eval_dataset_paths": [str(REPO / "glowrl/assets/arithmetic_trajectories.jsonl")], "eval_strategy": "no"},
+            "eval_dataset_paths: the held-out loss is computed at eval_strategy points, and eval_strategy is no",
+        ),
+        ({"eval_dataset_paths": ["missing.jsonl"], "eval_strategy": "epoch"}, "eval_dataset_paths: missing.jsonl"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_key(sft_argv, tmp_path, capsys, changes, message):

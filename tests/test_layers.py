@@ -53,6 +53,7 @@ LAYERS = [
     ("launchers", ["glowrl.launch"]),
     ("pipeline", ["glowrl.pipeline"]),
     ("cluster", ["glowrl.slurm"]),
+    ("studies", ["glowrl.study"]),
     ("demo", ["glowrl.demo"]),
     ("CLI and package facade", ["glowrl.cli", "glowrl.__main__", "glowrl"]),
 ]

@@ -16,7 +16,8 @@ from glowrl.recipe import field_names, load_recipe
 from glowrl.stages import available_stages, get_stage, parse_stage_args, resolve_recipe, selected_dataclass_types
 
 
-RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+STUDIES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if "arms" in load_recipe(p))
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p not in STUDIES)
 CPU_OVERRIDES = ["--use_cpu", "true", "--bf16", "false"]
 
 
@@ -89,3 +90,18 @@ def test_every_slurm_section_is_a_layout_its_stages_can_use(path, monkeypatch):
     nodes = [f"node{i}" for i in range(settings.nodes)]
     SlurmLauncher(recipe.get("accelerate_config"), nodes, nodes, settings).check(resolved)
     assert settings.gpus_per_node == 8
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+def test_every_study_recipe_builds_every_run_recipe(path, monkeypatch):
+    """A study recipe's base is a recipe a study can run, and every arm's run recipe resolves (every key known)."""
+    from glowrl.study.design import base_recipe, load_study, run_recipe
+
+    monkeypatch.chdir(REPO)
+    assert path.read_text().startswith("# ") and "Launch" in path.read_text().split("\n\n")[0]
+    study = load_study(str(path))
+    base = base_recipe(study)
+    assert len(study.arms) == 4 and len(study.seeds) >= 2
+    for arm in study.arms:
+        recipe = run_recipe(study, base, arm, study.seeds[-1], 100)
+        assert resolve_recipe(recipe)["sft"]["max_steps"] == 100 and recipe["seed"] == study.seeds[-1]

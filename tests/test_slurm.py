@@ -308,3 +308,40 @@ def test_a_finished_job_submitted_again_skips_every_stage(cluster, recipe, tmp_p
     assert {s: e["ended"] for s, e in stages.items()} == ended
     assert len(list((root / "slurm").glob("job-*.sbatch"))) == 2
     assert os.path.getsize(root / "slurm" / "jobs.jsonl") > 0
+
+
+@pytest.mark.slow
+@needs_slurm
+def test_a_study_on_slurm_submits_a_job_per_run_and_collects_them(
+    cluster, tmp_path, tiny_model_dir, addition_file, monkeypatch
+):
+    from glowrl.io import write_jsonl
+    from glowrl.study.run import run_study
+    from glowrl.toy.arithmetic import generate_problems
+
+    monkeypatch.setenv("SLURM_CONF", cluster["SLURM_CONF"])
+    monkeypatch.chdir(REPO)
+    for split in ("in_domain", "out_of_domain"):
+        write_jsonl(generate_problems(4, seed=0, split=split), tmp_path / f"{split}.jsonl")
+    base = yaml.safe_load(Path(slurm_recipe(tmp_path, tiny_model_dir, addition_file, sft={"num_train_epochs": 1},
+                                            rl={"max_steps": 1})).read_text())  # fmt: skip
+    base["slurm"] = {"nodes": 1}
+    base["eval"] = {
+        "benchmark_files": [str(tmp_path / "in_domain.jsonl")],
+        "ood_benchmark_files": [str(tmp_path / "out_of_domain.jsonl")],
+        "num_samples": 1, "max_new_tokens": 16,
+    }  # fmt: skip
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    study = {
+        "base": str(tmp_path / "base.yaml"), "output_root": str(tmp_path / "study"), "seeds": [0],
+        "launcher": "slurm", "sft_steps": 2,
+        "arms": {"positive": {"sft": {"trajectories": "positive", "glow": False}}, "glow": {"sft": {"glow": True}}},
+    }  # fmt: skip
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    result = run_study(str(tmp_path / "study.yaml"), wait=True, poll_s=2)
+    assert {r["arm"]: r["status"] for r in result["runs"]} == {"positive": "done", "glow": "done"}
+    for run in result["runs"]:
+        assert "sft/in_domain/accuracy" in run["metrics"]
+        [job] = read_jsonl(Path(run["output_root"]) / "slurm" / "jobs.jsonl")  # one job per run, submitted once
+        assert run["job_id"] == job["job_id"]
+    assert "glow" in result["differences"]

@@ -73,6 +73,27 @@ def slurm(argv):
     submit(args.config, rest, overwrite=args.overwrite, dry_run=args.dry_run)
 
 
+def study_parser() -> Parser:
+    parser = Parser(
+        prog="glowrl study",
+        description="Every arm x seed pipeline of a study recipe (locally in turn, or as Slurm jobs), then means and "
+        "95% intervals over seeds, paired differences from the reference arm, plots, study.json and study.md. "
+        "A re-run skips finished runs. The study recipe's format: python -c 'import glowrl.study.design as d; "
+        "print(d.__doc__)', or recipes/tiny/study.yaml.",
+    )
+    parser.add_argument("--config", required=True, help="study recipe (base, output_root, seeds, arms, ...)")
+    parser.add_argument("--wait", action="store_true", help="with launcher: slurm, wait for the jobs, then aggregate")
+    return parser
+
+
+def study(argv):
+    from ..study.run import run_study
+
+    args = study_parser().parse_args(argv)
+    result = run_study(args.config, wait=args.wait)
+    return 0 if all(r["status"] in ("done", "queued") for r in result["runs"]) else 1
+
+
 # Sampling keys `glowrl eval --config` may set (flags override them).
 EVAL_CONFIG_KEYS = ("temperature", "top_p", "max_new_tokens", "seed", "num_samples")
 
@@ -354,6 +375,7 @@ def arithmetic_data(argv):
 TOOLS = {
     "demo": ("the whole path on a CPU: tiny teacher -> GLOW SFT -> hand-off -> GRPO -> evaluation", demo),
     "pipeline": ("every stage of a recipe in order, each under accelerate launch", pipeline),
+    "study": ("the paper's comparison: every arm x seed pipeline, means and intervals over seeds, plots", study),
     "slurm": ("submit a pipeline recipe as one multi-node Slurm job (requeue-safe; --dry_run prints it)", slurm),
     "eval": ("pass@k, maj@k and inference entropy on math and out-of-domain benchmarks", evaluate),
     "label": ("label trajectories as correct/incorrect with the shared grader", label),

@@ -51,6 +51,9 @@ class TrajectoryArguments:
             System turn added to every prompt.
         instruction (`str`, *optional*, defaults to the paper's "Please reason step by step, ..."):
             Appended to a `problem` to build the user turn (not applied to rows that already have a `prompt`).
+        eval_dataset_paths (`list[str]`, *optional*):
+            Held-out trajectories (same formats, every row whatever its label): their unweighted loss is logged as
+            `eval_loss` at each `eval_strategy` point, the held-out loss curve a study compares arms by.
     """
 
     dataset_paths: list[str] = field(
@@ -91,10 +94,15 @@ class TrajectoryArguments:
         default=False, metadata={"help": "Drop the problems whose every labelled trajectory is incorrect."}
     )
     selection_seed: int = field(default=0, metadata={"help": "Seed of which trajectories max_per_problem keeps."})
+    eval_dataset_paths: list[str] = field(
+        default=None, metadata={"help": "Held-out trajectories whose loss is logged as eval_loss (set eval_strategy)."}
+    )
 
     def __post_init__(self):
         if isinstance(self.dataset_paths, str):
             self.dataset_paths = [self.dataset_paths]
+        if isinstance(self.eval_dataset_paths, str):
+            self.eval_dataset_paths = [self.eval_dataset_paths]
         if self.trajectories not in TRAJECTORY_ARMS:
             raise DataError(f"trajectories must be one of {', '.join(TRAJECTORY_ARMS)}, got {self.trajectories!r}")
 
@@ -102,10 +110,11 @@ class TrajectoryArguments:
         """Every local file exists, is readable and has the columns this format needs (first row only)."""
         if not self.dataset_paths:
             raise DataError("dataset_paths is required: give one or more trajectory files or Hub dataset names")
-        for path in self.dataset_paths:
-            columns = peek_columns(path)
-            if columns is not None:
-                trajectory_format(columns, self, path)
+        for field_name in ("dataset_paths", "eval_dataset_paths"):
+            for path in getattr(self, field_name) or []:
+                columns = peek_columns(path, field_name)
+                if columns is not None:
+                    trajectory_format(columns, self, path)
 
 
 def trajectory_format(columns: set[str], args: TrajectoryArguments, source: str) -> str:
@@ -258,6 +267,19 @@ def select_arm(dataset: "Dataset", arm: str) -> "Dataset":
             f"{counts[None]} unlabelled trajectories; use trajectories: all, or data that has {arm}s"
         )
     return selected
+
+
+def build_heldout_dataset(args: TrajectoryArguments) -> "Dataset | None":
+    """The held-out trajectories of `eval_dataset_paths`, every row as given (no arm, no selection), or None."""
+    if not args.eval_dataset_paths:
+        return None
+    from datasets import concatenate_datasets
+
+    tables = [
+        normalize_trajectories(load_table(p, args.dataset_split, "eval_dataset_paths"), args, p)
+        for p in args.eval_dataset_paths
+    ]
+    return concatenate_datasets(tables) if len(tables) > 1 else tables[0]
 
 
 def build_trajectory_dataset(args: TrajectoryArguments) -> "Dataset":

@@ -9,6 +9,7 @@ pipeline recipe (shared keys plus an `sft:` section). The output is a plain `sav
 """
 
 from ..data import TrajectoryArguments
+from ..errors import RecipeError
 from ..glow.arguments import GLOWArguments
 from .base import Stage
 from .training import RunArguments
@@ -31,6 +32,11 @@ def check(run_args, script_args, training_args, model_args, linked=()):
         check_model_path(model_args.model_name_or_path)
     if "dataset_paths" not in linked:
         script_args.check_files()
+    if script_args.eval_dataset_paths and training_args.eval_strategy == "no":
+        raise RecipeError(
+            "eval_dataset_paths: the held-out loss is computed at eval_strategy points, and eval_strategy is no; set "
+            "eval_strategy: epoch (or steps, with eval_steps)"
+        )
     if "output_dir" not in linked:  # the pipeline manages its stages' output directories itself
         return check_stage_output(run_args, training_args, model_args, script_args.dataset_paths)
     return None
@@ -41,6 +47,7 @@ def run(run_args, script_args, training_args, model_args):
     from transformers import set_seed
 
     from ..data import build_trajectory_dataset, label_counts
+    from ..data.trajectories import build_heldout_dataset
     from ..glow.trainer import GLOWTrainer
     from ..models import load_tokenizer
     from .training import train_and_save
@@ -54,7 +61,12 @@ def run(run_args, script_args, training_args, model_args):
         f"{len(dataset)} trajectories ({counts[True]} positive, {counts[False]} negative, {counts[None]} "
         f"unlabelled), glow={'on' if training_args.glow else 'off'}"
     )
-    return train_and_save(GLOWTrainer, run_args, model_args, training_args, dataset, tokenizer, describe, resume)
+    heldout = build_heldout_dataset(script_args)
+    if heldout is not None:
+        describe += f"; held-out loss on {len(heldout)} trajectories"
+    return train_and_save(
+        GLOWTrainer, run_args, model_args, training_args, dataset, tokenizer, describe, resume, eval_dataset=heldout
+    )
 
 
 STAGE = Stage(

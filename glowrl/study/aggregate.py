@@ -1,0 +1,180 @@
+"""A study's numbers: each run's metrics from what its stages wrote, and their aggregation over seeds.
+
+Pure functions (no torch, no training), hand-checked in `tests/test_study.py`:
+- [`run_metrics`]: one run's flat metrics, `<stage>/<domain>/<metric>` from its eval stage's `results.json`
+  (accuracy, pass@k and maj@k for every k, inference entropy, no-answer and truncation rates of each model the run
+  produced, averaged over each domain's benchmarks) and `sft/heldout_loss` (the last held-out loss) and
+  `rl/train_reward` (the mean reward of the last fifth of the RL steps) from the trainer states;
+- [`aggregate`]: per arm and metric, the mean over seeds with its 95% t-interval;
+- [`differences`]: per arm and metric, the difference from the reference arm paired by seed (the seeds share the
+  data order and the initialisation of every arm), with its paired 95% t-interval;
+- [`study_markdown`]: the tables of `study.md`.
+Seeds are the unit: the intervals say how far another set of seeds could move a figure, which is what a claim
+about an arm needs. A run that failed has no metrics and is left out of every figure (and listed).
+"""
+
+import math
+from pathlib import Path
+
+from ..evaluation.stats import excludes_zero, mean_interval, paired_interval
+from ..io import read_log_history
+
+
+DOMAINS = ("in_domain", "out_of_domain")
+SKIP_KEYS = {"benchmarks", "accuracy_ci", "mean_tokens"}
+
+
+def run_metrics(results: dict, stage_of_model: dict, stage_dirs: dict) -> dict:
+    """A run's flat metrics.
+
+    Args:
+        results: its eval stage's `results.json`.
+        stage_of_model: model path (as `results.json` names it) -> the stage that produced it (`sft`, `rl`).
+        stage_dirs: stage -> its output directory (for the trainer states).
+    """
+    metrics = {}
+    for model in results["models"]:
+        stage = stage_of_model.get(model["model"], model["name"])
+        for domain, values in model.get("averages", {}).items():
+            for key, value in values.items():
+                if key not in SKIP_KEYS and isinstance(value, (int, float)):
+                    metrics[f"{stage}/{domain}/{key}"] = float(value)
+    if "sft" in stage_dirs:
+        losses = [e["eval_loss"] for e in read_log_history(stage_dirs["sft"]) if "eval_loss" in e]
+        if losses:
+            metrics["sft/heldout_loss"] = losses[-1]
+    if "rl" in stage_dirs:
+        rewards = [e["reward"] for e in read_log_history(stage_dirs["rl"]) if e.get("reward") is not None]
+        if rewards:
+            tail = rewards[-max(1, len(rewards) // 5) :]
+            metrics["rl/train_reward"] = sum(tail) / len(tail)
+    return metrics
+
+
+def heldout_curve(sft_dir: Path) -> list[tuple[int, float]]:
+    """(step, held-out loss) of an SFT stage, for the plot."""
+    return [(e["step"], e["eval_loss"]) for e in read_log_history(sft_dir) if "eval_loss" in e]
+
+
+def _by_arm(runs: list[dict]) -> dict:
+    arms = {}
+    for run in runs:
+        if run.get("metrics"):
+            arms.setdefault(run["arm"], {})[run["seed"]] = run["metrics"]
+    return arms
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """`{arm: {metric: {"mean", "low", "high", "n"}}}` over the arm's finished seeds (NaN interval for one seed)."""
+    result = {}
+    for arm, seeds in _by_arm(runs).items():
+        keys = sorted({key for metrics in seeds.values() for key in metrics})
+        result[arm] = {}
+        for key in keys:
+            values = [m[key] for m in seeds.values() if key in m and not math.isnan(m[key])]
+            if values:
+                low, high = mean_interval(values)
+                result[arm][key] = {"mean": sum(values) / len(values), "low": low, "high": high, "n": len(values)}
+    return result
+
+
+def differences(runs: list[dict], reference: str) -> dict:
+    """`{arm: {metric: {"delta", "low", "high", "n"}}}`: arm minus `reference`, over the seeds both finished."""
+    arms = _by_arm(runs)
+    base = arms.get(reference, {})
+    result = {}
+    for arm, seeds in arms.items():
+        if arm == reference:
+            continue
+        shared = sorted(set(seeds) & set(base))
+        keys = sorted({key for s in shared for key in seeds[s] if key in base[s]})
+        result[arm] = {}
+        for key in keys:
+            pairs = [(base[s][key], seeds[s][key]) for s in shared if key in seeds[s] and key in base[s]]
+            delta, low, high = paired_interval([a for a, _ in pairs], [b for _, b in pairs])
+            result[arm][key] = {"delta": delta, "low": low, "high": high, "n": len(pairs)}
+    return result
+
+
+def _percent(key: str) -> bool:
+    return not key.endswith(("entropy", "loss", "reward"))
+
+
+def _value(key: str, value: float) -> str:
+    if math.isnan(value):
+        return "–"
+    return f"{100 * value:.1f}" if _percent(key) else f"{value:.3f}"
+
+
+def _interval(key: str, low: float, high: float) -> str:
+    return "" if math.isnan(low) else f" [{_value(key, low)}, {_value(key, high)}]"
+
+
+def headline_metrics(aggregated: dict) -> list[str]:
+    """The metrics shown in the tables, in order, among those the runs have: per model and domain accuracy, pass@k
+    at the largest k, inference entropy; then the held-out loss and RL's training reward."""
+    present = {key for arm in aggregated.values() for key in arm}
+    wanted = []
+    for stage in ("sft", "rl"):
+        for domain in DOMAINS:
+            prefix = f"{stage}/{domain}/"
+            ks = [int(k[len(prefix) + 5 :]) for k in present if k.startswith(prefix + "pass@")]
+            top = [f"{prefix}pass@{max(ks)}"] if ks and max(ks) > 1 else []
+            wanted += [f"{prefix}accuracy", *top, f"{prefix}entropy"]
+    wanted += ["sft/heldout_loss", "rl/train_reward"]
+    return [key for key in wanted if key in present]
+
+
+def study_markdown(study: dict) -> str:
+    """`study.md`: a row per metric, a column per arm (mean [95% CI] over seeds); then the differences from the
+    reference arm; then the runs without results and the plots."""
+    aggregated, diffs, reference = study["aggregate"], study["differences"], study["reference"]
+    keys = headline_metrics(aggregated)
+    arms = study["arms"]
+    finished = {arm: max((m["n"] for m in aggregated.get(arm, {}).values()), default=0) for arm in arms}
+    intro = (
+        f"Base recipe `{study['base']}`; seeds {study['seeds']}; SFT budget {study['sft_steps']} optimizer steps for "
+        "every arm. Each cell: mean over the seeds [95% t-interval over seeds]; accuracies and pass@k in %, entropy "
+        "in nats/token (inference entropy on the model's own samples), losses in nats/token. A domain's figures "
+        "average its benchmarks. `sft/...`: the SFT model; `rl/...`: the RL model trained from it."
+    )
+    lines = [f"# Study: {study['name']}", "", intro, ""]
+    lines += ["| metric | " + " | ".join(f"{arm} ({finished[arm]} seeds)" for arm in arms) + " |"]
+    lines += ["|---|" + "---|" * len(arms)]
+    for key in keys:
+        cells = []
+        for arm in arms:
+            figure = aggregated.get(arm, {}).get(key)
+            cells.append(
+                "–" if figure is None else _value(key, figure["mean"]) + _interval(key, figure["low"], figure["high"])
+            )
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    others = [arm for arm in arms if arm != reference]
+    lines += [
+        "",
+        f"## Differences from `{reference}`, paired by seed",
+        "",
+        "Arm minus reference on the same seeds, mean [95% paired t-interval]; `*` when the interval excludes 0.",
+        "",
+        "| metric | " + " | ".join(f"{arm} − {reference}" for arm in others) + " |",
+        "|---|" + "---|" * len(others),
+    ]
+    for key in keys:
+        cells = []
+        for arm in others:
+            d = diffs.get(arm, {}).get(key)
+            if d is None:
+                cells.append("–")
+                continue
+            sign = "+" if d["delta"] >= 0 else "-"
+            star = "*" if excludes_zero(d["low"], d["high"]) else ""
+            cells.append(f"{sign}{_value(key, abs(d['delta']))}{_interval(key, d['low'], d['high'])}{star}")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    failed = [run for run in study["runs"] if run["status"] != "done"]
+    if failed:
+        lines += ["", "## Runs without results", ""]
+        lines += [f"- {r['arm']} seed {r['seed']}: {r['status']}: {r.get('error') or '-'}" for r in failed]
+    plots = study.get("plots") or []
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"
