@@ -30,9 +30,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .errors import GlowrlError, RecipeError
+from .recipe import load_mapping
 
 
 # accelerate `distributed_type`s that can span machines; `NO` (and `use_cpu: true`, which falls back to one process)
@@ -62,17 +61,7 @@ class StageLaunch:
 
 def read_accelerate_config(path: str | None) -> dict:
     """The accelerate config file as a dict (`{}` without one), with a one-line error for a missing or bad file."""
-    if not path:
-        return {}
-    if not Path(path).is_file():
-        raise RecipeError(f"accelerate_config: {path} does not exist; give a file from accelerate_configs/")
-    try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as e:
-        raise RecipeError(f"accelerate_config: {path} is not valid YAML: {e}") from e
-    if not isinstance(config, dict):
-        raise RecipeError(f"accelerate_config: {path} must hold a mapping")
-    return config
+    return load_mapping(path, "accelerate_config", "; give a file from accelerate_configs/") if path else {}
 
 
 def mixed_precision(values: dict) -> str:

@@ -9,9 +9,10 @@ produce (`glowrl.stages`). Overrides: `--key value` for a shared key, `--<stage>
 What it does:
 1. resolves and checks every stage's keys before running anything, so a typo in `rl:` fails before hours of SFT;
 2. runs each stage as `accelerate launch -m glowrl <stage>` with the recipe's `accelerate_config` (distributed state
-   and GPU memory are per process), writing to `<output_root>/<stage>`;
-3. records every stage's status (pending/running/done/failed), start and end time, resolved config and command,
-   with the package versions and git commit, in `<output_root>/pipeline.json`.
+   and GPU memory are per process), writing to `<output_root>/<stage>`; with `--launcher slurm`, as `srun` steps of
+   the Slurm allocation it runs in (`glowrl.launch`; `glowrl slurm` submits such a job);
+3. records every stage's status (pending/running/done/failed), start and end time, resolved config and command
+   lines, with the package versions and git commit, in `<output_root>/pipeline.json`.
 
 Re-running the same recipe skips finished stages and resumes an interrupted one from its last complete checkpoint. A
 failed stage stops the pipeline with a non-zero exit. SIGINT/SIGTERM reach the running stage, which is recorded as

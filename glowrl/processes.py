@@ -5,7 +5,8 @@ group (the launcher and every training process it started), waits for it to end,
 the pipeline records the stage as interrupted. If the pipeline itself is killed outright (SIGKILL), the launcher gets
 SIGTERM from the kernel (`PR_SET_PDEATHSIG`), and each stage process started under it asks for the same
 ([`die_with_parent`], which `glowrl <stage>` calls when the pipeline started it), so nothing keeps training unrecorded.
-Linux only for the parent-death signal; elsewhere only the forwarding applies. Standard library only.
+Linux only for the parent-death signal; elsewhere only the forwarding applies. [`run_parallel`] does the same for
+several commands at a time (the runs of a study). Standard library only.
 """
 
 import contextlib
@@ -13,6 +14,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import time
 
 
 DIE_WITH_PARENT_ENV = "GLOWRL_DIE_WITH_PARENT"
@@ -71,3 +73,58 @@ def _wait(child: subprocess.Popen) -> int:
     if received:
         raise RunInterrupted(received[0])
     return returncode
+
+
+def run_parallel(
+    jobs: list[tuple[list[str], str | os.PathLike, dict]],
+    parallel: int,
+    on_start=None,
+    on_exit=None,
+    poll: float = 0.5,
+) -> list:
+    """Run `(command, log, env)` jobs, at most `parallel` at a time, each in its own process group with its output
+    appended to its log; returns their exit statuses in order (None for a job never started). SIGINT/SIGTERM go to
+    every running group, and the jobs not started yet are not started. `on_start(index)` and `on_exit(index,
+    status)` are called as jobs start and end.
+
+    Raises:
+        RunInterrupted: after the running jobs have ended, when this process received SIGINT or SIGTERM.
+    """
+    statuses: list = [None] * len(jobs)
+    running: dict[int, subprocess.Popen] = {}
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        for child in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        waiting = list(range(len(jobs)))
+        while waiting or running:
+            while waiting and len(running) < parallel and not received:
+                index = waiting.pop(0)
+                command, log, env = jobs[index]
+                env = {**env, DIE_WITH_PARENT_ENV: "1"}
+                with open(log, "a") as out:
+                    child = subprocess.Popen(command, env=env, preexec_fn=_child_setup, stdout=out, stderr=out)  # noqa: PLW1509 - setsid + pdeathsig only
+                running[index] = child
+                if on_start:
+                    on_start(index)
+            if received and not running:
+                break
+            for index, child in list(running.items()):
+                if child.poll() is not None:
+                    statuses[index] = child.returncode
+                    del running[index]
+                    if on_exit:
+                        on_exit(index, child.returncode)
+            time.sleep(poll)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise RunInterrupted(received[0])
+    return statuses

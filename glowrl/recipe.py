@@ -51,18 +51,24 @@ POSITIVE = {
 NON_NEGATIVE = {"num_train_epochs", "learning_rate", "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm"}
 
 
-def load_recipe(path: str | Path) -> dict:
-    """Read a YAML recipe into a dict, with a clear error for a missing file or a non-mapping document."""
+def load_mapping(path: str | Path, field: str, missing: str = "") -> dict:
+    """Read a YAML file holding a mapping, with one error line naming `field` for a missing, invalid or non-mapping
+    file (`missing`: what to do about a missing one)."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"--config: recipe file {path} does not exist")
+        raise RecipeError(f"{field}: {path} does not exist{missing}")
     try:
-        recipe = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise RecipeError(f"--config: {path} is not valid YAML: {e}") from e
-    if not isinstance(recipe, dict):
-        raise RecipeError(f"--config: {path} must hold a mapping of keys to values")
-    return recipe
+        raise RecipeError(f"{field}: {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise RecipeError(f"{field}: {path} must hold a mapping of keys to values")
+    return data
+
+
+def load_recipe(path: str | Path) -> dict:
+    """Read a YAML recipe into a dict, with a clear error for a missing file or a non-mapping document."""
+    return load_mapping(path, "--config")
 
 
 def apply_env(recipe: dict) -> None:

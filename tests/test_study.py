@@ -150,7 +150,7 @@ def tiny_study(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_a_tiny_study_runs_every_arm_and_seed_and_a_rerun_skips_them(tiny_study, tmp_path, capsys):
-    path = tiny_study()
+    path = tiny_study(parallel=2)  # two runs at a time, each its own `glowrl pipeline` process
     assert glowrl_main(["study", "--config", path]) == 0
     root = tmp_path / "study"
     study = json.loads((root / "study.json").read_text())
@@ -198,7 +198,7 @@ def test_a_failed_run_is_reported_and_the_rest_still_aggregate(tiny_study, tmp_p
     statuses = {r["arm"]: r["status"] for r in study["runs"]}
     assert statuses == {"positive": "done", "broken": "failed"}
     broken = next(r for r in study["runs"] if r["arm"] == "broken")
-    assert "a stage failed" in broken["error"] and "metrics" not in broken
+    assert "corrupt.jsonl" in broken["error"] and "metrics" not in broken  # the stage's own error line
     assert "sft/in_domain/accuracy" in study["aggregate"]["positive"] and "broken" not in study["aggregate"]
     assert "## Runs without results" in (tmp_path / "study" / "study.md").read_text()
     assert "failed: broken seed 0" in capsys.readouterr().out
@@ -215,10 +215,11 @@ def test_a_failed_run_is_reported_and_the_rest_still_aggregate(tiny_study, tmp_p
         ({"reference": "nope"}, None, "reference: 'nope' is not an arm"),
         ({"arms": {"a": {"seed": 3}}, "reference": "a"}, None, "arms.a: seed is set by the study for every run"),
         ({"sft_steps": 0}, None, "sft_steps: give auto or a positive number"),
+        ({"parallel": 0}, None, "parallel: give the number of local runs at a time"),
         ({"seedz": 2}, None, "unknown recipe key 'seedz'"),
     ],
     ids=["unknown-key", "zero-seeds", "repeated-seed", "no-eval", "bad-reference", "arm-sets-seed", "zero-steps",
-         "typo"],
+         "zero-parallel", "typo"],
 )  # fmt: skip
 def test_bad_studies_are_one_line_and_run_nothing(tiny_study, tmp_path, capsys, changes, base_changes, message):
     assert glowrl_main(["study", "--config", tiny_study(base_changes, **changes)]) == 2

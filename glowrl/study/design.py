@@ -7,6 +7,7 @@
     reference: positive                        # differences are against this arm (default: the first)
     sft_steps: auto                            # the SFT optimizer-step budget of every arm (default auto, below)
     launcher: local                            # or slurm: every run a `glowrl slurm` job (the base's slurm: section)
+    parallel: 1                                # local runs at a time (each with cores / parallel threads)
     arms:                                      # each: overrides of the base, as in a pipeline recipe
       positive: {sft: {trajectories: positive, glow: false}}
       all: {sft: {trajectories: all, glow: false}}
@@ -33,7 +34,7 @@ from ..recipe import apply_overrides, load_recipe, unknown_key_error
 from ..stages import available_stages, resolve_recipe
 
 
-STUDY_KEYS = ("name", "base", "output_root", "seeds", "reference", "sft_steps", "launcher", "arms")
+STUDY_KEYS = ("name", "base", "output_root", "seeds", "reference", "sft_steps", "launcher", "parallel", "arms")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Study:
     sft_steps: int | str
     launcher: str
     arms: dict
+    parallel: int = 1
 
 
 def load_study(path: str) -> Study:
@@ -81,8 +83,12 @@ def load_study(path: str) -> Study:
     launcher = raw.get("launcher", "local")
     if launcher not in ("local", "slurm"):
         raise RecipeError(f"launcher: {launcher!r}; give local or slurm")
+    parallel = raw.get("parallel", 1)
+    if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
+        raise RecipeError(f"parallel: give the number of local runs at a time (1 or more), got {parallel!r}")
     name = raw.get("name") or Path(path).stem
-    return Study(name, str(raw["base"]), Path(raw["output_root"]), seeds, reference, sft_steps, launcher, arms)
+    root = Path(raw["output_root"])
+    return Study(name, str(raw["base"]), root, seeds, reference, sft_steps, launcher, arms, parallel)
 
 
 def base_recipe(study: Study) -> dict:

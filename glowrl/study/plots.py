@@ -49,22 +49,28 @@ def _panel(ax, study: dict, key: str, title: str, percent: bool = True) -> None:
     ax.set_xlim(-0.5, len(arms) - 0.5)
 
 
+def _per_arm(study: dict, stages: list[str], metric: str, label: str, percent: bool):
+    """One panel per (model, domain): `metric` per arm, mean over seeds with its interval and each seed."""
+    fig, axes = plt.subplots(len(stages), 2, figsize=(9, 3 * len(stages)), squeeze=False)
+    for row, stage in enumerate(stages):
+        for col, domain in enumerate(DOMAINS):
+            _panel(
+                axes[row][col],
+                study,
+                f"{stage}/{domain}/{metric}",
+                f"{stage.upper()} model, {domain}: {label}",
+                percent,
+            )
+    return fig
+
+
 def plot_study(study: dict, curves: dict, folder: Path) -> list[Path]:
     """Write the study's plots into `folder`; returns their paths."""
     paths = []
     keys = {key for arm in study["aggregate"].values() for key in arm}
     stages = [s for s in ("sft", "rl") if any(k.startswith(f"{s}/") for k in keys)]
     if stages:
-        fig, axes = plt.subplots(len(stages), 2, figsize=(9, 3 * len(stages)), squeeze=False)
-        for row, stage in enumerate(stages):
-            for col, domain in enumerate(DOMAINS):
-                _panel(
-                    axes[row][col],
-                    study,
-                    f"{stage}/{domain}/accuracy",
-                    f"{stage.upper()} model, {domain}: accuracy (%)",
-                )
-        paths.append(_save(fig, folder / "study_metrics.png"))
+        paths.append(_save(_per_arm(study, stages, "accuracy", "accuracy (%)", True), folder / "study_metrics.png"))
 
         fig, axes = plt.subplots(len(stages), 2, figsize=(9, 3 * len(stages)), squeeze=False)
         colors = _colors(study["arms"])
@@ -90,17 +96,8 @@ def plot_study(study: dict, curves: dict, folder: Path) -> list[Path]:
                 ax.legend(fontsize=7)
         paths.append(_save(fig, folder / "study_pass_at_k.png"))
 
-        fig, axes = plt.subplots(len(stages), 2, figsize=(9, 3 * len(stages)), squeeze=False)
-        for row, stage in enumerate(stages):
-            for col, domain in enumerate(DOMAINS):
-                _panel(
-                    axes[row][col],
-                    study,
-                    f"{stage}/{domain}/entropy",
-                    f"{stage.upper()}, {domain}: entropy (nats)",
-                    False,
-                )
-        paths.append(_save(fig, folder / "study_entropy.png"))
+        entropy = _per_arm(study, stages, "entropy", "inference entropy (nats/token)", False)
+        paths.append(_save(entropy, folder / "study_entropy.png"))
 
     if any(curves.values()):
         fig, ax = plt.subplots(figsize=(6, 3.5))

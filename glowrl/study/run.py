@@ -19,10 +19,10 @@ Writes into `output_root`: `runs/<arm>/seed<k>/` (each a pipeline output root), 
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import yaml
@@ -30,7 +30,8 @@ import yaml
 from ..errors import RecipeError
 from ..io import write_json, write_text_atomic
 from ..outputs import check_output
-from ..processes import RunInterrupted, run_child
+from ..processes import run_parallel
+from ..stages import resolve_recipe
 from .aggregate import aggregate, differences, heldout_curve, run_metrics, study_markdown
 from .design import Study, base_recipe, load_study, run_dir, run_recipe, sft_steps_budget
 
@@ -78,22 +79,6 @@ def _job_state(job_id: str) -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def _local_run(recipe_path: Path, log: Path) -> tuple[str, str | None]:
-    """Run one pipeline with its output in `log`; (status, error)."""
-    from ..pipeline import run
-
-    with open(log, "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            code = run(str(recipe_path), [], runner=partial(run_child, log=log))
-        except RunInterrupted:
-            raise
-        except (ValueError, OSError) as error:  # GlowrlError is a ValueError: one line, as the CLI would print
-            return "failed", str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if code != 0:
-        return "failed", f"a stage failed (exit {code}); see {log}"
-    return "done", None
-
-
 def run_study(config: str, wait: bool = False, poll_s: float = 30.0) -> dict:
     """Run (or submit) every run not finished, then aggregate what finished; returns `study.json`'s content."""
     study = load_study(config)
@@ -105,7 +90,6 @@ def run_study(config: str, wait: bool = False, poll_s: float = 30.0) -> dict:
     world = LocalLauncher(base.get("accelerate_config")).world_size({})
     if study.launcher == "slurm":
         from ..launch import slurm_settings
-        from ..stages import resolve_recipe
 
         settings = slurm_settings(base, resolve_recipe(base))
         world = settings.nodes * max(1, settings.gpus_per_node)
@@ -121,58 +105,92 @@ def run_study(config: str, wait: bool = False, poll_s: float = 30.0) -> dict:
             plan.append((arm, seed, recipe))
     previous = json.loads((root / STUDY_NAME).read_text()) if (root / STUDY_NAME).is_file() else {}
     jobs = {(r["arm"], r["seed"]): r.get("job_id") for r in previous.get("runs", [])}
-    runs = []
+    runs, local = [], []
     print(
         f"== study {study.name}: {len(study.arms)} arms x {len(study.seeds)} seeds -> {root} (SFT budget: "
-        f"{sft_steps or 'the base recipe'}'s steps)",
+        f"{f'{sft_steps} steps' if sft_steps else 'the base recipe max_steps'} per arm)",
         flush=True,
     )
     for index, (arm, seed, recipe) in enumerate(plan, 1):
-        from ..stages import resolve_recipe
-
         resolved = resolve_recipe(recipe)
         folder = run_dir(study, arm, seed)
-        recipe_path = write_text_atomic(
-            root / "recipes" / f"{arm}-seed{seed}.yaml", yaml.safe_dump(recipe, sort_keys=False)
-        )
+        text = yaml.safe_dump(recipe, sort_keys=False)
+        recipe_path = write_text_atomic(root / "recipes" / f"{arm}-seed{seed}.yaml", text)
         entry = {"arm": arm, "seed": seed, "output_root": str(folder), "recipe": str(recipe_path)}
         if jobs.get((arm, seed)):
             entry["job_id"] = jobs[(arm, seed)]
         label = f"[{index}/{len(plan)}] {arm} seed {seed}"
-        start = time.time()
+        runs.append(entry)
         if _finished(folder, resolved):
-            entry["status"], how = "done", "finished earlier, skipped"
+            entry["status"] = "done"
+            _collect(entry, resolved)
+            print(f"{label}: finished earlier, skipped" + _headline(entry), flush=True)
         elif study.launcher == "slurm":
             job = jobs.get((arm, seed))
             state = _job_state(job) if job else None
             if state in QUEUED_STATES:
                 entry.update(status="queued", job_id=job)
-                how = f"job {job} {state.lower()}"
+                print(f"{label}: job {job} {state.lower()}", flush=True)
             else:
                 from ..slurm import submit
 
                 with contextlib.redirect_stdout(sys.stderr):
                     job = submit(str(recipe_path), [])
                 entry.update(status="queued", job_id=job)
-                how = f"submitted job {job}"
+                print(f"{label}: submitted job {job}", flush=True)
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            print(f"{label}: running (log: {folder / 'study.log'})", flush=True)
-            entry["status"], entry["error"] = _local_run(recipe_path, folder / "study.log")
-            how = f"{entry['status']} in {time.time() - start:.0f} s" + (
-                f": {entry['error']}" if entry["error"] else ""
-            )
-        if entry["status"] == "done":
-            try:
-                entry["metrics"] = collect(folder, resolved)
-            except (OSError, ValueError, KeyError) as error:
-                entry.update(status="failed", error=f"its results could not be read: {error}")
-        runs.append(entry)
-        print(f"{label}: {how}" + _headline(entry), flush=True)
+            local.append((entry, resolved, label))
+    if local:
+        _run_local(local, study.parallel)
     result = write_study(study, runs, sft_steps, base)  # the job ids are in study.json from here on
     if wait and any(r["status"] == "queued" for r in runs):
         return _wait_and_collect(config, poll_s)
     return result
+
+
+def _collect(entry: dict, resolved: dict) -> None:
+    try:
+        entry["metrics"] = collect(Path(entry["output_root"]), resolved)
+    except (OSError, ValueError, KeyError) as error:
+        entry.update(status="failed", error=f"its results could not be read: {error}")
+
+
+def _error_line(log: Path, returncode: int) -> str:
+    """The run's own one-line error (the pipeline's `glowrl: error:`), or where to look."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("glowrl: error: ")]
+    return lines[-1].removeprefix("glowrl: error: ") if lines else f"exit {returncode}; see {log}"
+
+
+def _run_local(local: list, parallel: int) -> None:
+    """Run the pipelines of `local` (entry, resolved, label), `parallel` at a time, each a `glowrl pipeline` process
+    with its output in its run's `study.log`; fills each entry's status, error and metrics."""
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if parallel > 1 else {})}
+    commands = []
+    for entry, _, _ in local:
+        log = Path(entry["output_root"]) / "study.log"
+        commands.append(([sys.executable, "-m", "glowrl", "pipeline", "--config", entry["recipe"]], log, env))
+    started = {}
+
+    def on_start(index):
+        started[index] = time.time()
+        print(f"{local[index][2]}: running (log: {commands[index][1]})", flush=True)
+
+    def on_exit(index, returncode):
+        entry, resolved, label = local[index]
+        if returncode == 0:
+            entry["status"] = "done"
+            _collect(entry, resolved)
+        else:
+            entry.update(status="failed", error=_error_line(commands[index][1], returncode))
+        how = f"{entry['status']} in {time.time() - started[index]:.0f} s"
+        print(f"{label}: {how}" + (f": {entry['error']}" if entry.get("error") else _headline(entry)), flush=True)
+
+    statuses = run_parallel(commands, parallel, on_start, on_exit)
+    for (entry, _, _), status in zip(local, statuses, strict=True):
+        if status is None:
+            entry.update(status="not run", error="the study was interrupted first")
 
 
 def _headline(entry: dict) -> str:
