@@ -97,23 +97,42 @@ def build_inputs(root: Path, size: dict, teacher: bool, seed: int = 0) -> None:
 
 def train_teacher(root: Path, size: dict, seed: int) -> None:
     """A tiny teacher: plain SFT of another tiny model on correct trajectories (different problems than the test)."""
-    from ..stages import run_stage
-
     positives = generate_trajectories(
         size["train_problems"], seed=seed + 1, samples_per_problem=1, negative_fraction=0
     )
     write_jsonl(positives, root / "data" / "teacher_train.jsonl")
     _tiny(root / "teacher_base", size["teacher_hidden_size"], seed + 1)
     print("== training the tiny teacher (plain SFT on correct trajectories)", flush=True)
+    plain_sft(
+        root / "teacher_base",
+        root / "data" / "teacher_train.jsonl",
+        root / "teacher",
+        epochs=size["teacher_epochs"],
+        learning_rate=3e-3,
+        seed=seed,
+    )
+
+
+def plain_sft(
+    model: Path, data: Path, output: Path, *, epochs: int, learning_rate: float, seed: int, warmup_steps: float = 0.0
+) -> Path:
+    """Plain SFT (`glow: false`, cosine schedule, batches of 32, CPU) of `model` on `data` into `output`, in-process.
+
+    The demo's teacher and the study's pretrained base are trained this way: by the real SFT stage, as a recipe
+    would run it.
+    """
+    from ..stages import run_stage
+
     flags = {
-        "model_name_or_path": root / "teacher_base",
-        "dataset_paths": root / "data" / "teacher_train.jsonl",
-        "output_dir": root / "teacher",
+        "model_name_or_path": model,
+        "dataset_paths": data,
+        "output_dir": output,
         "glow": "false",
-        "num_train_epochs": size["teacher_epochs"],
+        "num_train_epochs": epochs,
         "per_device_train_batch_size": SFT_BATCH_SIZE,
-        "learning_rate": 3e-3,
+        "learning_rate": learning_rate,
         "lr_scheduler_type": "cosine",
+        "warmup_steps": warmup_steps,
         "use_cpu": "true",
         "bf16": "false",
         "gradient_checkpointing": "false",
@@ -124,6 +143,7 @@ def train_teacher(root: Path, size: dict, seed: int) -> None:
         "seed": seed,
     }
     run_stage("sft", [item for key, value in flags.items() for item in (f"--{key}", str(value))])
+    return Path(output)
 
 
 def demo_recipe(root: Path, size: dict, teacher: bool, seed: int = 42) -> dict:
