@@ -61,7 +61,8 @@ def test_run_metrics_read_the_eval_results_and_trainer_states(tmp_path):
     results = {
         "models": [
             {"model": "/r/sft", "name": "sft", "averages": {"in_domain": {"accuracy": 0.5, "pass@2": 0.7,
-             "accuracy_ci": [0.1, 0.9], "benchmarks": ["x"], "entropy": 0.3}}},
+             "accuracy_ci": [0.1, 0.9], "benchmarks": ["x"], "entropy": 0.3}},
+             "benchmarks": {"x": {"domain": "in_domain", "metrics": {"accuracy": 0.5, "pass@2": 0.7}}}},
             {"model": "/r/rl", "name": "rl", "averages": {"out_of_domain": {"accuracy": 0.25}}},
         ]
     }  # fmt: skip
@@ -76,6 +77,7 @@ def test_run_metrics_read_the_eval_results_and_trainer_states(tmp_path):
         "sft/in_domain/accuracy": 0.5,
         "sft/in_domain/pass@2": 0.7,
         "sft/in_domain/entropy": 0.3,
+        "sft/in_domain/x/accuracy": 0.5,  # each benchmark's accuracy, next to its domain's average
         "rl/out_of_domain/accuracy": 0.25,
         "sft/heldout_loss": 1.5,  # the last held-out loss
         "rl/train_reward": 0.25,  # the mean of the last fifth (2 of 10) of the logged rewards
@@ -94,6 +96,27 @@ def test_the_markdown_marks_differences_whose_interval_excludes_zero():
     assert "| sft/in_domain/accuracy | 27.5 [" in text
     # .05 .10 .05 .15: all positive, so the paired interval excludes 0
     assert "| sft/in_domain/accuracy | +8.8 [" in text and text.count("]* |") == 1
+    assert "The base model" not in text and "Wall time" not in text
+
+
+def test_the_markdown_of_one_arm_has_no_differences_and_shows_the_base_model():
+    table = runs({"only": [0.10, 0.30]})
+    for run in table:
+        run["metrics"] = {"sft/in_domain/accuracy": run["metrics"]["m"], "rl/in_domain/accuracy": 0.5,
+                          "sft/out_of_domain/b1/accuracy": 0.25, "sft/out_of_domain/b2/accuracy": 0.75}  # fmt: skip
+    study = {"name": "s", "base": "b.yaml", "arms": ["only"], "seeds": [0, 1], "sft_steps": 10, "reference": "only",
+             "runs": table, "base_model": {"in_domain": {"accuracy": 0.125}}, "elapsed_s": 90,
+             "base_benchmarks": {"b1": 0.5}}  # fmt: skip
+    study |= {"aggregate": aggregate(table), "differences": differences(table, "only")}
+    text = study_markdown(study)
+    assert "## Differences" not in text
+    # the base model's figures sit under the SFT metric they start from, once (not again under rl/)
+    assert "| in_domain/accuracy | 12.5 |" in text and text.count("| in_domain/accuracy |") == 1
+    assert "Wall time of the whole study: 1.5 min." in text
+    # per benchmark, with the base model's accuracy where it was measured
+    assert "| model / domain / benchmark | base | only |" in text
+    assert "| sft / out_of_domain / b1 | 50.0 | 25.0 [25.0, 25.0] |" in text
+    assert "| sft / out_of_domain / b2 | – | 75.0 [75.0, 75.0] |" in text
 
 
 # A tiny study, end to end ------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Pure functions (no torch, no training), hand-checked in `tests/test_study.py`:
 - [`run_metrics`]: one run's flat metrics, `<stage>/<domain>/<metric>` from its eval stage's `results.json`
   (accuracy, pass@k and maj@k for every k, inference entropy, no-answer and truncation rates of each model the run
-  produced, averaged over each domain's benchmarks) and `sft/heldout_loss` (the last held-out loss) and
-  `rl/train_reward` (the mean reward of the last fifth of the RL steps) from the trainer states;
+  produced, averaged over each domain's benchmarks), `<stage>/<domain>/<benchmark>/accuracy` (each benchmark's),
+  `sft/heldout_loss` (the last held-out loss) and `rl/train_reward` (the mean reward of the last fifth of the RL
+  steps) from the trainer states;
 - [`aggregate`]: per arm and metric, the mean over seeds with its 95% t-interval;
 - [`differences`]: per arm and metric, the difference from the reference arm paired by seed (the seeds share the
   data order and the initialisation of every arm), with its paired 95% t-interval;
@@ -39,6 +40,10 @@ def run_metrics(results: dict, stage_of_model: dict, stage_dirs: dict) -> dict:
             for key, value in values.items():
                 if key not in SKIP_KEYS and isinstance(value, (int, float)):
                     metrics[f"{stage}/{domain}/{key}"] = float(value)
+        for name, benchmark in model.get("benchmarks", {}).items():
+            accuracy = benchmark.get("metrics", {}).get("accuracy")
+            if benchmark.get("domain") in DOMAINS and isinstance(accuracy, (int, float)):
+                metrics[f"{stage}/{benchmark['domain']}/{name}/accuracy"] = float(accuracy)
     if "sft" in stage_dirs:
         losses = [e["eval_loss"] for e in read_log_history(stage_dirs["sft"]) if "eval_loss" in e]
         if losses:
@@ -125,6 +130,18 @@ def headline_metrics(aggregated: dict) -> list[str]:
     return [key for key in wanted if key in present]
 
 
+def _cell(key: str, figure: dict | None) -> str:
+    return "–" if figure is None else _value(key, figure["mean"]) + _interval(key, figure["low"], figure["high"])
+
+
+def _difference(key: str, d: dict | None) -> str:
+    if d is None:
+        return "–"
+    sign = "+" if d["delta"] >= 0 else "-"
+    star = "*" if excludes_zero(d["low"], d["high"]) else ""
+    return f"{sign}{_value(key, abs(d['delta']))}{_interval(key, d['low'], d['high'])}{star}"
+
+
 def study_markdown(study: dict) -> str:
     """`study.md`: a row per metric, a column per arm (mean [95% CI] over seeds); then the differences from the
     reference arm; then the runs without results and the plots."""
@@ -142,34 +159,47 @@ def study_markdown(study: dict) -> str:
     lines += ["| metric | " + " | ".join(f"{arm} ({finished[arm]} seeds)" for arm in arms) + " |"]
     lines += ["|---|" + "---|" * len(arms)]
     for key in keys:
-        cells = []
-        for arm in arms:
-            figure = aggregated.get(arm, {}).get(key)
-            cells.append(
-                "–" if figure is None else _value(key, figure["mean"]) + _interval(key, figure["low"], figure["high"])
-            )
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+        lines.append(f"| {key} | " + " | ".join(_cell(key, aggregated.get(arm, {}).get(key)) for arm in arms) + " |")
     others = [arm for arm in arms if arm != reference]
-    lines += [
-        "",
-        f"## Differences from `{reference}`, paired by seed",
-        "",
-        "Arm minus reference on the same seeds, mean [95% paired t-interval]; `*` when the interval excludes 0.",
-        "",
-        "| metric | " + " | ".join(f"{arm} − {reference}" for arm in others) + " |",
-        "|---|" + "---|" * len(others),
-    ]
-    for key in keys:
-        cells = []
-        for arm in others:
-            d = diffs.get(arm, {}).get(key)
-            if d is None:
-                cells.append("–")
-                continue
-            sign = "+" if d["delta"] >= 0 else "-"
-            star = "*" if excludes_zero(d["low"], d["high"]) else ""
-            cells.append(f"{sign}{_value(key, abs(d['delta']))}{_interval(key, d['low'], d['high'])}{star}")
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if others:
+        lines += [
+            "",
+            f"## Differences from `{reference}`, paired by seed",
+            "",
+            "Arm minus reference on the same seeds, mean [95% paired t-interval]; `*` when the interval excludes 0.",
+            "",
+            "| metric | " + " | ".join(f"{arm} − {reference}" for arm in others) + " |",
+            "|---|" + "---|" * len(others),
+        ]
+        lines += [
+            f"| {key} | " + " | ".join(_difference(key, diffs.get(arm, {}).get(key)) for arm in others) + " |"
+            for key in keys
+        ]
+    per_benchmark = sorted(
+        (key for key in {key for arm in aggregated.values() for key in arm} if key.count("/") == 3),
+        key=lambda key: (key.split("/")[0] != "sft", DOMAINS.index(key.split("/")[1]), key),
+    )
+    if len({key.split("/")[2] for key in per_benchmark}) > 1:  # with one benchmark its accuracy is the domain's
+        lines += ["", "## Accuracy per benchmark", "", "Mean over seeds [95% t-interval], %.", ""]
+        base = study.get("base_benchmarks")  # {benchmark: accuracy} of the model every arm starts from, if measured
+        columns = (["base"] if base else []) + arms
+        lines += ["| model / domain / benchmark | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for key in per_benchmark:
+            cells = [_cell(key, aggregated.get(arm, {}).get(key)) for arm in arms]
+            if base:
+                start = base.get(key.split("/")[2])
+                cells.insert(0, "–" if start is None else _value(key, start))
+            lines.append(f"| {' / '.join(key.split('/')[:3])} | " + " | ".join(cells) + " |")
+    if study.get("base_model"):  # the model every arm starts from, evaluated once with the same settings
+        lines += ["", "## The base model every arm starts from", "", "| metric | base |", "|---|---|"]
+        for key in keys:
+            stage, _, rest = key.partition("/")
+            domain, _, metric = rest.partition("/")
+            value = study["base_model"].get(domain, {}).get(metric) if stage == "sft" else None
+            if value is not None:
+                lines.append(f"| {domain}/{metric} | {_value(metric, value)} |")
+    if study.get("elapsed_s"):
+        lines += ["", f"Wall time of the whole study: {study['elapsed_s'] / 60:.1f} min."]
     failed = [run for run in study["runs"] if run["status"] != "done"]
     if failed:
         lines += ["", "## Runs without results", ""]

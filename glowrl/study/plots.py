@@ -4,7 +4,8 @@
   interval, and each seed as a dot;
 - `study_pass_at_k.png`: pass@k against k per arm (means over seeds, with the interval as a band);
 - `study_entropy.png`: inference entropy per arm (SFT and RL models, both domains);
-- `study_heldout_loss.png`: the SFT held-out loss against the step per arm (mean over seeds, band: min to max).
+- `study_heldout_loss.png`: the SFT held-out loss against the step per arm (mean over seeds, band: min to max; log
+  scale).
 """
 
 import math
@@ -118,7 +119,8 @@ def plot_study(study: dict, curves: dict, folder: Path) -> list[Path]:
                 alpha=0.15,
             )
         ax.set_xlabel("SFT step")
-        ax.set_ylabel("held-out loss (nats/token)")
+        ax.set_yscale("log")  # the late rise of an overfitting arm is a few hundredths against an early 2-3
+        ax.set_ylabel("held-out loss (nats/token, log scale)")
         ax.set_title("SFT held-out loss (mean over seeds; band: min to max)", fontsize=9)
         ax.legend(fontsize=7)
         paths.append(_save(fig, folder / "study_heldout_loss.png"))
