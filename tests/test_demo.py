@@ -5,6 +5,7 @@ python -m pytest tests/test_demo.py
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,36 @@ def test_demo_refuses_a_non_empty_output_dir(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("x")
     assert glowrl_main(["demo", "--size", "ci", "--output_dir", str(tmp_path)]) == 2
     assert "--output_dir" in capsys.readouterr().err and (tmp_path / "keep.txt").exists()
+
+
+def test_demo_study_pretrains_a_base_and_runs_every_arm_and_seed(tmp_path):
+    """`glowrl demo --study` at CI size: the pretrained base, its evaluation, 4 arms x 2 seeds, study.json/md."""
+    root = tmp_path / "study"
+    assert glowrl_main(["demo", "--study", "--size", "ci", "--output_dir", str(root)]) == 0
+    study = json.loads((root / "study.json").read_text())
+    assert study["arms"] == ["positive", "negative", "all", "glow"] and study["reference"] == "positive"
+    assert sorted((r["arm"], r["seed"]) for r in study["runs"]) == sorted(
+        (arm, seed) for arm in study["arms"] for seed in (0, 1)
+    )
+    assert all(r["status"] == "done" for r in study["runs"])
+    # out-of-domain is the base's other tasks, evaluated on the base once with the study's sampling
+    ood = json.loads((root / "base_eval" / "results.json").read_text())["models"][0]["averages"]["out_of_domain"]
+    assert set(ood["benchmarks"]) == {"max_of_list", "next_term", "digit_count", "digit_sum"}
+    assert study["base_model"]["out_of_domain"]["accuracy"] == ood["accuracy"]
+    for arm in study["arms"]:
+        figures = study["aggregate"][arm]
+        assert figures["sft/in_domain/accuracy"]["n"] == 2
+        assert {"sft/out_of_domain/pass@2", "rl/out_of_domain/accuracy", "sft/heldout_loss"} <= set(figures)
+    # every arm trained for the same number of SFT optimizer steps
+    steps = {
+        json.loads((Path(r["output_root"]) / "sft" / "trainer_state.json").read_text())["global_step"]
+        for r in study["runs"]
+    }
+    assert steps == {study["sft_steps"]}
+    text = (root / "study.md").read_text()
+    assert "## Differences from `positive`, paired by seed" in text
+    assert "## The base model every arm starts from" in text
+    assert "| model / domain / benchmark | base | positive | negative | all | glow |" in text
+    assert set(study["base_benchmarks"]) == {"in_domain", *ood["benchmarks"]}
+    for png in study["plots"]:
+        assert Path(png).stat().st_size > 10_000, png

@@ -288,12 +288,20 @@ def readiness(argv):
         write_json(figures, args.output)
 
 
+DEMO_OUTPUT = "outputs/demo"  # --study's default is outputs/demo-study
+
+
 def demo_parser() -> Parser:
     parser = Parser(
         prog="glowrl demo", description="The whole method on a CPU with the built-in task and a tiny model."
     )
-    parser.add_argument("--output_dir", default="outputs/demo", help="where data, models and the report go")
+    parser.add_argument("--output_dir", default=DEMO_OUTPUT, help="where data, models and the report go")
     parser.add_argument("--size", choices=("full", "ci"), default="full", help="ci: a few steps, same code path")
+    parser.add_argument(
+        "--study",
+        action="store_true",
+        help="the toy replication instead: a pretrained multi-task base, 4 SFT data arms x 5 seeds (~35 min, 2 cores)",
+    )
     parser.add_argument(
         "--synthetic",
         action="store_true",
@@ -307,6 +315,12 @@ def demo(argv):
     args = demo_parser().parse_args(argv)
     from ..demo.run import run
 
+    if args.study:
+        from ..demo.study import run as run_study_demo
+
+        output = args.output_dir if args.output_dir != DEMO_OUTPUT else "outputs/demo-study"
+        run_study_demo(output, args.size, args.overwrite)
+        return
     run(args.output_dir, args.size, not args.synthetic, args.overwrite)
 
 
