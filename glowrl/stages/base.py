@@ -10,6 +10,8 @@ section leaves them unset (`{"model_name_or_path": "model"}`: RL starts from the
 `<output_root>/<name>` unless its section sets `output_dir`.
 """
 
+import importlib.util
+import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -210,7 +212,19 @@ def parse_stage_args(stage: Stage, argv: list[str]) -> tuple:
     return parse_dataclasses(selected_dataclass_types(stage, values, argv), values, argv)
 
 
+def _say_deepspeed_runs_on_cpu() -> None:
+    """Where DeepSpeed is installed and torch sees no accelerator, set `DS_ACCELERATOR=cpu`: DeepSpeed would pick
+    the CPU anyway, but warns about it on import in every stage process. A `DS_ACCELERATOR` already set is kept."""
+    if "DS_ACCELERATOR" in os.environ or importlib.util.find_spec("deepspeed") is None:
+        return
+    import torch
+
+    if not torch.accelerator.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 def run_stage(name: str, argv: list[str]):
     """`glowrl <stage> ...`: parse the stage's arguments and run it in this process."""
+    _say_deepspeed_runs_on_cpu()
     stage = get_stage(name)
     return stage.run(*parse_stage_args(stage, argv))
