@@ -37,6 +37,7 @@ from ..study.aggregate import study_markdown
 from ..toy.arithmetic import generate_problems, generate_trajectories
 from ..toy.tasks import TASKS
 from .pretrain import IN_DOMAIN_FILE, benchmark_path, build_pretrained_base
+from .run import grpo_section
 
 
 SIZES = {
@@ -117,23 +118,7 @@ def base_recipe(root: Path, size: dict) -> dict:
             "logging_steps": 25,
             "save_strategy": "no",
         },
-        "rl": {
-            "algorithm": "grpo",
-            "readiness_prompts": 0,
-            "reward_funcs": ["math_accuracy", "boxed_format"],
-            "reward_weights": [1.0, 0.1],
-            "dataset_paths": [str(data / "rl_problems.jsonl")],
-            "num_generations": 4,
-            "per_device_train_batch_size": 32,  # 8 prompts x 4 rollouts
-            "max_completion_length": 96,
-            "temperature": 1.0,
-            "loss_type": "dapo",
-            "max_steps": size["rl_steps"],
-            "learning_rate": 1.0e-4,
-            "lr_scheduler_type": "constant",
-            "logging_steps": 4,
-            "save_strategy": "no",
-        },
+        "rl": grpo_section(data, size["rl_steps"], prompts_per_step=8, readiness=0),
         "eval": {
             "benchmark_files": in_domain,
             "ood_benchmark_files": out_of_domain,
