@@ -300,7 +300,7 @@ def demo_parser() -> Parser:
     parser.add_argument(
         "--study",
         action="store_true",
-        help="the toy replication instead: a pretrained multi-task base, 4 SFT data arms x 5 seeds (~35 min, 2 cores)",
+        help="the toy replication instead: a pretrained multi-task base, 4 SFT data arms x 5 seeds (~32 min, 2 cores)",
     )
     parser.add_argument(
         "--synthetic",

@@ -1,7 +1,7 @@
 """`glowrl demo --study`: the paper's comparison as a toy replication on a CPU, designed so it *could* show the effect.
 
     glowrl demo --study              # pretrain a tiny base, then 4 SFT data arms x 5 seeds -> GRPO -> evaluation
-    glowrl demo --study --size ci    # the same code path in a minute, for the tests
+    glowrl demo --study --size ci    # the same code path in about two minutes, for the tests
 
 The paper fine-tunes a pretrained model on one domain's reasoning trajectories and asks what the negatives do to the
 model's other abilities (out-of-domain) and to RL from it. A model trained from scratch on one task cannot answer
@@ -19,7 +19,7 @@ then runs `glowrl study` on it:
 - 5 seeds per arm (data order, sampling; the base model and the data are shared), 2 runs at a time.
 
 Nothing here was tuned to make an arm win: the regime (a base that can do the other tasks, SFT long enough to overfit
-a small narrow set) was set before any arm was compared, and `report.md` states whatever the study finds, with its
+a small narrow set) was set before any arm was compared, and `study.md` states whatever the study finds, with its
 intervals over seeds. It writes the pretrained base and its evaluation (`base_eval/`), the study recipe and its base
 recipe, and the study's own outputs (`study.json`, `study.md`, plots) into the output directory.
 """
