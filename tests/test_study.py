@@ -117,6 +117,11 @@ def test_the_markdown_of_one_arm_has_no_differences_and_shows_the_base_model():
     assert "| model / domain / benchmark | base | only |" in text
     assert "| sft / out_of_domain / b1 | 50.0 | 25.0 [25.0, 25.0] |" in text
     assert "| sft / out_of_domain / b2 | – | 75.0 [75.0, 75.0] |" in text
+    # one benchmark per domain: the table would repeat the domain averages
+    for run in table:
+        del run["metrics"]["sft/out_of_domain/b2/accuracy"]
+        run["metrics"]["sft/in_domain/b0/accuracy"] = 0.5
+    assert "## Accuracy per benchmark" not in study_markdown(study | {"aggregate": aggregate(table)})
 
 
 # A tiny study, end to end ------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ about an arm needs. A run that failed has no metrics and is left out of every fi
 """
 
 import math
+from collections import Counter
 from pathlib import Path
 
 from ..evaluation.stats import excludes_zero, mean_interval, paired_interval
@@ -179,7 +180,8 @@ def study_markdown(study: dict) -> str:
         (key for key in {key for arm in aggregated.values() for key in arm} if key.count("/") == 3),
         key=lambda key: (key.split("/")[0] != "sft", DOMAINS.index(key.split("/")[1]), key),
     )
-    if len({key.split("/")[2] for key in per_benchmark}) > 1:  # with one benchmark its accuracy is the domain's
+    per_domain = Counter(tuple(key.split("/")[:2]) for key in per_benchmark)
+    if any(count > 1 for count in per_domain.values()):  # a domain of one benchmark: its accuracy is the domain's
         lines += ["", "## Accuracy per benchmark", "", "Mean over seeds [95% t-interval], %.", ""]
         base = study.get("base_benchmarks")  # {benchmark: accuracy} of the model every arm starts from, if measured
         columns = (["base"] if base else []) + arms
