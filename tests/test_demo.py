@@ -54,9 +54,10 @@ def test_demo_report_has_every_section(tmp_path, teacher):
         assert all(isinstance(s["correct"], bool) for s in samples)
 
 
-def test_demo_refuses_a_non_empty_output_dir(tmp_path, capsys):
+@pytest.mark.parametrize("study", [[], ["--study"]], ids=["demo", "study"])
+def test_demo_refuses_a_non_empty_output_dir(tmp_path, capsys, study):
     (tmp_path / "keep.txt").write_text("x")
-    assert glowrl_main(["demo", "--size", "ci", "--output_dir", str(tmp_path)]) == 2
+    assert glowrl_main(["demo", *study, "--size", "ci", "--output_dir", str(tmp_path)]) == 2
     assert "--output_dir" in capsys.readouterr().err and (tmp_path / "keep.txt").exists()
 
 
