@@ -298,8 +298,8 @@ def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
     return report
 
 
-def run(output_dir: str | Path, size: str = "full", teacher: bool = True, overwrite: bool = False) -> dict:
-    """Run the demo into `output_dir` (refusing a non-empty one without `overwrite`); returns the report."""
+def fresh_output_dir(output_dir: str | Path, overwrite: bool) -> Path:
+    """`output_dir`, created empty: a non-empty one is refused unless `overwrite` (then emptied), a file refused."""
     root = Path(output_dir)
     if root.exists() and not root.is_dir():
         raise GlowrlError(f"--output_dir: {root} is a file; give a directory")
@@ -308,4 +308,9 @@ def run(output_dir: str | Path, size: str = "full", teacher: bool = True, overwr
             raise GlowrlError(f"--output_dir: {root} is not empty; pass --overwrite or choose another directory")
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    return run_demo(root, size, SIZES[size], teacher)
+    return root
+
+
+def run(output_dir: str | Path, size: str = "full", teacher: bool = True, overwrite: bool = False) -> dict:
+    """Run the demo into `output_dir` (refusing a non-empty one without `overwrite`); returns the report."""
+    return run_demo(fresh_output_dir(output_dir, overwrite), size, SIZES[size], teacher)

@@ -25,19 +25,17 @@ recipe, and the study's own outputs (`study.json`, `study.md`, plots) into the o
 """
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import yaml
 
-from ..errors import GlowrlError
 from ..io import write_json, write_jsonl, write_text_atomic
 from ..study.aggregate import study_markdown
 from ..toy.arithmetic import generate_problems, generate_trajectories
 from ..toy.tasks import TASKS
 from .pretrain import IN_DOMAIN_FILE, benchmark_path, build_pretrained_base
-from .run import grpo_section
+from .run import fresh_output_dir, grpo_section
 
 
 SIZES = {
@@ -146,14 +144,7 @@ def run(output_dir: str | Path, size: str = "full", overwrite: bool = False) -> 
     """Pretrain the base, run the study into `output_dir` (refusing a non-empty one without `overwrite`)."""
     from ..study.run import run_study
 
-    root = Path(output_dir)
-    if root.exists() and not root.is_dir():
-        raise GlowrlError(f"--output_dir: {root} is a file; give a directory")
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise GlowrlError(f"--output_dir: {root} is not empty; pass --overwrite or choose another directory")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = fresh_output_dir(output_dir, overwrite)
     config = SIZES[size]
     start = time.time()
     print(f"== glowrl demo --study ({size}) -> {root}", flush=True)
