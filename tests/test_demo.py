@@ -92,3 +92,9 @@ def test_demo_study_pretrains_a_base_and_runs_every_arm_and_seed(tmp_path):
     assert set(study["base_benchmarks"]) == {"in_domain", *ood["benchmarks"]}
     for png in study["plots"]:
         assert Path(png).stat().st_size > 10_000, png
+
+
+def test_demo_study_refuses_synthetic(tmp_path, capsys):
+    """--synthetic is the demo's choice of data; the toy study has no other, so the flag is refused, not ignored."""
+    assert glowrl_main(["demo", "--study", "--synthetic", "--output_dir", str(tmp_path / "s")]) == 2
+    assert "--synthetic" in capsys.readouterr().err and not (tmp_path / "s").exists()

@@ -288,14 +288,13 @@ def readiness(argv):
         write_json(figures, args.output)
 
 
-DEMO_OUTPUT = "outputs/demo"  # --study's default is outputs/demo-study
-
-
 def demo_parser() -> Parser:
     parser = Parser(
         prog="glowrl demo", description="The whole method on a CPU with the built-in task and a tiny model."
     )
-    parser.add_argument("--output_dir", default=DEMO_OUTPUT, help="where data, models and the report go")
+    parser.add_argument(
+        "--output_dir", help="where data, models and the report go (outputs/demo; with --study outputs/demo-study)"
+    )
     parser.add_argument("--size", choices=("full", "ci"), default="full", help="ci: a few steps, same code path")
     parser.add_argument(
         "--study",
@@ -318,10 +317,11 @@ def demo(argv):
     if args.study:
         from ..demo.study import run as run_study_demo
 
-        output = args.output_dir if args.output_dir != DEMO_OUTPUT else "outputs/demo-study"
-        run_study_demo(output, args.size, args.overwrite)
+        if args.synthetic:
+            raise GlowrlError("--synthetic: the toy study always trains on synthetic trajectories; drop --synthetic")
+        run_study_demo(args.output_dir or "outputs/demo-study", args.size, args.overwrite)
         return
-    run(args.output_dir, args.size, not args.synthetic, args.overwrite)
+    run(args.output_dir or "outputs/demo", args.size, not args.synthetic, args.overwrite)
 
 
 def tiny_model_parser() -> Parser:
