@@ -63,21 +63,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from glowrl.io import write_json  # noqa: E402 (the repository root is put on sys.path first; stdlib only)
+from glowrl.processes import UNATTENDED_ENV  # noqa: E402
 
 
 DEFAULT_BUDGET_S = 560.0
 STOP_GRACE_S = 15.0  # between SIGINT and SIGKILL: pytest writes its JUnit report, the stages kill their children
 LOG_TAIL_LINES = 40
 MESSAGE_CHARS = 4000
-CHILD_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONUNBUFFERED": "1",
-}
 
 
 @dataclass(frozen=True)
@@ -142,7 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def child_env(logs: Path) -> dict:
-    env = {**os.environ, **CHILD_ENV, "GLOWRL_GPU_LOG_DIR": str(logs / "tests")}
+    env = {**os.environ, **UNATTENDED_ENV, "GLOWRL_GPU_LOG_DIR": str(logs / "tests")}
     env.setdefault("CUDA_VISIBLE_DEVICES", "0")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env

@@ -18,6 +18,16 @@ import time
 
 
 DIE_WITH_PARENT_ENV = "GLOWRL_DIE_WITH_PARENT"
+UNATTENDED_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+"""What an unattended child process (the GPU checks' commands) sees: no Hub, no usage reporting, unbuffered output."""
 _PR_SET_PDEATHSIG = 1
 
 

@@ -48,6 +48,7 @@ import yaml
 from utils import REPO, read_jsonl
 
 from glowrl.io import read_log_history, read_trainer_state, write_jsonl
+from glowrl.processes import UNATTENDED_ENV
 
 
 HAS_CUDA = torch.cuda.is_available()
@@ -63,16 +64,7 @@ pytestmark = [pytest.mark.gpu, needs_cuda]
 SHAPE = "qwen2.5-0.5b"
 LOG_TAIL_LINES = 60
 # What the children of every test see: no Hub, no usage reporting, full tracebacks from glowrl, one GPU.
-CHILD_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONUNBUFFERED": "1",
-    "GLOWRL_TRACEBACK": "1",
-}
+CHILD_ENV = {**UNATTENDED_ENV, "GLOWRL_TRACEBACK": "1"}
 LORA = {"use_peft": True, "lora_r": 8, "lora_alpha": 16, "lora_target_modules": ["q_proj", "k_proj", "v_proj"]}
 # GRPO settings shared by the vLLM runs: 2 prompts x 4 generations per step, short completions, vLLM's share of the
 # GPU kept small so that training has the rest.
