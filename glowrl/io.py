@@ -42,6 +42,33 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def pyplot():
+    """`matplotlib.pyplot` on the Agg backend (files only, no display), imported when a plot is first drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Lay out `fig`, write it as a PNG atomically (as [`write_text_atomic`] writes text), and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
+        try:
+            fig.tight_layout()
+            fig.savefig(handle, format="png", dpi=110)
+        except BaseException:
+            os.unlink(handle.name)
+            raise
+        finally:
+            pyplot().close(fig)
+    os.replace(handle.name, path)
+    return path
+
+
 def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
     """Write `rows` as JSON Lines (UTF-8, keys in row order), atomically; parent directories are created."""
     return write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

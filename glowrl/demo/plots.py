@@ -9,20 +9,10 @@
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-from ..io import read_jsonl, read_log_history
+from ..io import pyplot, read_jsonl, read_log_history, save_figure
 
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-
-def _save(fig, output: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+plt = pyplot()
 
 
 def weight_summary(glow_samples: Path) -> list[dict]:
@@ -70,7 +60,7 @@ def plot_glow_weights(glow_samples: Path, output: Path, max_panels: int = 8) -> 
     for ax in axes[-1]:
         ax.set_xlabel("GLOW weight")
     fig.suptitle("GLOW weights per epoch: positives vs negatives")
-    return _save(fig, output)
+    return save_figure(fig, output)
 
 
 def plot_sft_loss(stage_dir: Path, output: Path) -> Path:
@@ -92,7 +82,7 @@ def plot_sft_loss(stage_dir: Path, output: Path) -> Path:
         twin.legend(loc="upper center", fontsize=7)
     ax.legend(loc="upper right", fontsize=7)
     ax.set_title("SFT")
-    return _save(fig, output)
+    return save_figure(fig, output)
 
 
 def plot_rl(stage_dir: Path, output: Path) -> Path:
@@ -127,4 +117,4 @@ def plot_rl(stage_dir: Path, output: Path) -> Path:
     right.set_ylabel("entropy (nats/token)")
     right.legend(fontsize=7)
     right.set_title("policy entropy during rollouts")
-    return _save(fig, output)
+    return save_figure(fig, output)

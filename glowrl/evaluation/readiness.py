@@ -14,6 +14,7 @@ writes this report before training and again after it (`readiness.json`), so it 
 import random
 
 from ..grading import verify_batch
+from ..io import pyplot, save_figure
 from .metrics import pass_at_k
 
 
@@ -128,12 +129,7 @@ def sample_prompts(count: int, total: int, seed: int) -> list[int]:
 
 def plot_handoff(report: dict, output) -> None:
     """Per-prompt pass rates before and after RL (histograms), and the entropy spread over prompts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(9, 3))
     g = report["before"]["num_generations"]
     bins = [(i - 0.5) / g for i in range(g + 2)]
     for when, color in (("before", "tab:blue"), ("after", "tab:orange")):
@@ -157,6 +153,4 @@ def plot_handoff(report: dict, output) -> None:
     left.set_title("groups: 0 and 1 carry no signal")
     right.set_ylabel("entropy (nats/token): p10, p50, p90 over prompts")
     right.set_title("inference entropy")
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
+    save_figure(fig, output)

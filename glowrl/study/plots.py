@@ -12,20 +12,11 @@ import math
 import re
 from pathlib import Path
 
-import matplotlib
-
+from ..io import pyplot, save_figure
 from .aggregate import DOMAINS
 
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+plt = pyplot()
 
 
 def _colors(arms: list[str]) -> dict:
@@ -71,7 +62,9 @@ def plot_study(study: dict, curves: dict, folder: Path) -> list[Path]:
     keys = {key for arm in study["aggregate"].values() for key in arm}
     stages = [s for s in ("sft", "rl") if any(k.startswith(f"{s}/") for k in keys)]
     if stages:
-        paths.append(_save(_per_arm(study, stages, "accuracy", "accuracy (%)", True), folder / "study_metrics.png"))
+        paths.append(
+            save_figure(_per_arm(study, stages, "accuracy", "accuracy (%)", True), folder / "study_metrics.png")
+        )
 
         fig, axes = plt.subplots(len(stages), 2, figsize=(9, 3 * len(stages)), squeeze=False)
         colors = _colors(study["arms"])
@@ -95,10 +88,10 @@ def plot_study(study: dict, curves: dict, folder: Path) -> list[Path]:
                 ax.set_xlabel("k")
                 ax.set_title(f"{stage.upper()} model, {domain}: pass@k (%)", fontsize=9)
                 ax.legend(fontsize=7)
-        paths.append(_save(fig, folder / "study_pass_at_k.png"))
+        paths.append(save_figure(fig, folder / "study_pass_at_k.png"))
 
         entropy = _per_arm(study, stages, "entropy", "inference entropy (nats/token)", False)
-        paths.append(_save(entropy, folder / "study_entropy.png"))
+        paths.append(save_figure(entropy, folder / "study_entropy.png"))
 
     if any(curves.values()):
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -123,5 +116,5 @@ def plot_study(study: dict, curves: dict, folder: Path) -> list[Path]:
         ax.set_ylabel("held-out loss (nats/token, log scale)")
         ax.set_title("SFT held-out loss (mean over seeds; band: min to max)", fontsize=9)
         ax.legend(fontsize=7)
-        paths.append(_save(fig, folder / "study_heldout_loss.png"))
+        paths.append(save_figure(fig, folder / "study_heldout_loss.png"))
     return paths

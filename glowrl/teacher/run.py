@@ -18,7 +18,7 @@ from ..data.problems import answer_column
 from ..data.tables import load_table
 from ..errors import GlowrlError
 from ..grading import set_grading_workers, verify_batch
-from ..io import write_json
+from ..io import pyplot, save_figure, write_json
 from ..outputs import check_output, clear_dir
 from .store import TrajectoryFile, merge_shards, parse_shard, shard_file
 from .templates import AssistantTurn, check_round_trip
@@ -241,16 +241,9 @@ def summarize(args, rows: list[dict], generated: int, seconds: float, path: Path
 
 
 def _plot_pass_rates(rates: list[float], num_samples: int, output: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = pyplot().subplots(figsize=(5, 3))
     ax.hist(rates, bins=[(i - 0.5) / num_samples for i in range(num_samples + 2)], color="tab:blue", rwidth=0.9)
     ax.set_xlabel(f"share of the {num_samples} samples that are correct")
     ax.set_ylabel("problems")
     ax.set_title("teacher pass rate per problem")
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
+    save_figure(fig, output)
