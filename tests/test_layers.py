@@ -32,7 +32,17 @@ LAYERS = [
             "glowrl.processes",
         ],
     ),
-    ("grading, toy task, models, TRL hooks", ["glowrl.grading", "glowrl.toy", "glowrl.models", "glowrl._trl_compat"]),
+    (
+        "grading, toy task, models, TRL and vLLM hooks",
+        [
+            "glowrl.grading",
+            "glowrl.toy",
+            "glowrl.models",
+            "glowrl._trl_compat",
+            "glowrl.vllm_support",
+            "glowrl.vllm_gloo",
+        ],
+    ),
     ("data", ["glowrl.data"]),
     (
         "method",

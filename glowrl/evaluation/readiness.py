@@ -119,6 +119,7 @@ def readiness(
     )
     figures["pass_rates"] = [sum(s == 1.0 for s in row) / num_generations for row in correct]
     figures["advice"] = advice(figures, temperature)
+    figures["backend"] = backend  # entropies differ by backend: exact (transformers) or over the top 20 (vLLM)
     return figures
 
 

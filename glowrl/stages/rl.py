@@ -55,6 +55,10 @@ def check(rl_args: RLArguments, *parsed, linked=()):
         algorithm.check(*script_args, training_args)
     if "model_name_or_path" not in linked:
         check_model_path(model_args.model_name_or_path)
+        if getattr(training_args, "use_vllm", False):
+            from ..vllm_support import check_vllm_model
+
+            check_vllm_model(model_args.model_name_or_path, "model_name_or_path")
     data = script_args[0]
     if "dataset_paths" not in linked:
         data.check_files()
@@ -114,9 +118,10 @@ def release_memory(trainer) -> None:
 
     import torch
 
+    from .._trl_compat import release_colocated_vllm
+
     trainer.optimizer = trainer.lr_scheduler = None
-    if getattr(trainer, "llm", None) is not None:
-        trainer.llm = None
+    release_colocated_vllm(trainer)
     trainer.model.to("cpu")
     gc.collect()
     if torch.cuda.is_available():

@@ -114,6 +114,7 @@ def _distributed_shard() -> tuple[int, int] | None:
 
 
 def _sampler(args, tokenizer):
+    from ..vllm_support import engine_memory
     from .sampler import TransformersSampler, VLLMSampler
 
     settings = {k: getattr(args, k) for k in ("temperature", "top_p", "top_k", "max_new_tokens")}
@@ -121,7 +122,7 @@ def _sampler(args, tokenizer):
         engine = {
             "tensor_parallel_size": args.tensor_parallel_size,
             "data_parallel_size": args.data_parallel_size if args.data_parallel_size > 1 else None,
-            "gpu_memory_utilization": args.gpu_memory_utilization,
+            **engine_memory(args.gpu_memory_utilization),
             "dtype": args.dtype,
             "seed": args.seed,
             "revision": args.teacher_revision,
