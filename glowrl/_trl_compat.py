@@ -15,6 +15,10 @@ What is private, and where it is used:
 - the checkpoint folder of the current step ([`checkpoint_dir`]);
 - TRL's `vllm serve` command line for a server that trainers can push weights to ([`vllm_serve_command`]; what the
   deprecated `trl vllm-serve` runs, without its re-exec);
+- TRL's colocated vLLM engine and its weight iterator (`trainer.vllm_generation`, `.llm`, `._iter_named_params`),
+  whose weight sync glowrl replaces on a CPU ([`adapt_colocated_vllm`]);
+- the name TRL's server mode builds its client with (`trl.generation.vllm_generation.VLLMClient`), replaced on a CPU
+  by glowrl's gloo client while the trainer is built ([`cpu_server_client`]);
 - the text of GRPO/RLOO's batch-size error, which glowrl rewrites into one that names the fix
   ([`post_init_rollout_config`]).
 
@@ -94,18 +98,15 @@ def checkpoint_dir(trainer, trial=None) -> str:
 
 def post_init_rollout_config(args, parent_post_init) -> None:
     """Run a GRPO/RLOO config's `__post_init__`, turning its batch and vLLM errors into ones that name the fix."""
-    from trl.import_utils import is_vllm_available
-
     if args.num_generations is not None and args.num_generations < 2:
         raise ValueError(
             f"num_generations must be at least 2 (the advantage compares completions of the same prompt), got "
             f"{args.num_generations}"
         )
-    if args.use_vllm and not is_vllm_available():
-        raise ValueError(
-            "use_vllm: true needs vLLM, which is not installed; pip install 'glowrl[vllm]' on a GPU machine, or "
-            "set use_vllm: false to generate with transformers"
-        )
+    if args.use_vllm:
+        from .vllm_support import require_vllm
+
+        require_vllm("use_vllm: true")
     try:
         parent_post_init()
     except ValueError as e:
@@ -126,7 +127,67 @@ def post_init_rollout_config(args, parent_post_init) -> None:
 
 def vllm_serve_command(**script_args) -> list[str]:
     """The `vllm serve` command line TRL's trainers expect a server to run (`trl.scripts.vllm_serve.build_command`:
-    NCCL weight transfer, processed log-probs); run it with `VLLM_SERVER_DEV_MODE=1`. Needs no vLLM to build."""
+    NCCL weight transfer, processed log-probs; on a CPU, glowrl's gloo transfer); run it with
+    `VLLM_SERVER_DEV_MODE=1`. Needs no vLLM to build."""
     from trl.scripts.vllm_serve import ScriptArguments, build_command
 
-    return build_command(ScriptArguments(**script_args))
+    from .vllm_support import on_cpu
+
+    command = build_command(ScriptArguments(**script_args))
+    if on_cpu():  # NCCL needs CUDA: glowrl's gloo weight transfer (`glowrl.vllm_gloo`)
+        from .vllm_gloo import cpu_serve_command
+
+        command = cpu_serve_command(command)
+    return command
+
+
+def adapt_colocated_vllm(trainer) -> None:
+    """On a CPU, make a GRPO/RLOO trainer's colocated vLLM engine take the policy's weights after each step.
+
+    TRL's `VLLMGeneration.sync_weights` (colocate) loads one parameter at a time through the vLLM model's
+    `load_weights`. vLLM's CPU backend packs every linear layer's weight for its GEMM kernels once loading ends and
+    drops the checkpoint-format parameter, so that call fails (`'Parameter' object has no attribute
+    'weight_loader'`). [`glowrl.vllm_support.reload_weights`] takes the same `(name, tensor)` pairs TRL produces
+    (PEFT merged, names fixed) all at once, through vLLM's in-place reload. On a GPU nothing changes.
+    """
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is None or generation.mode != "colocate":
+        return
+    from .vllm_support import on_cpu, reload_weights
+
+    if not on_cpu():
+        return
+
+    def sync_weights():
+        reload_weights(generation.llm, generation._iter_named_params())
+        generation.llm.reset_prefix_cache()
+
+    generation.sync_weights = sync_weights
+
+
+def release_colocated_vllm(trainer) -> None:
+    """Drop a GRPO/RLOO trainer's colocated vLLM engine (`trainer.vllm_generation.llm`), so that a later engine in the
+    same process (the hand-off report after RL) does not find its memory taken."""
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is not None and getattr(generation, "llm", None) is not None:
+        generation.llm = None
+
+
+@contextlib.contextmanager
+def cpu_server_client(args):
+    """While a GRPO/RLOO trainer with `vllm_mode: server` is built on a CPU, TRL builds its server client as
+    [`glowrl.vllm_gloo.client_class`]: TRL's weight sync is NCCL-only, and refuses a CPU device."""
+    from .vllm_support import on_cpu
+
+    if not (getattr(args, "use_vllm", False) and args.vllm_mode == "server" and on_cpu()):
+        yield
+        return
+    import trl.generation.vllm_generation as generation
+
+    from .vllm_gloo import client_class
+
+    original, generation.VLLMClient = generation.VLLMClient, client_class()
+    try:
+        yield
+    finally:
+        generation.VLLMClient = original

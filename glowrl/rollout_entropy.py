@@ -15,8 +15,16 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from ._trl_compat import completion_token_mask, local_rows, post_init_rollout_config, trl_metrics
+from ._trl_compat import (
+    adapt_colocated_vllm,
+    completion_token_mask,
+    cpu_server_client,
+    local_rows,
+    post_init_rollout_config,
+    trl_metrics,
+)
 from .io import read_jsonl, write_jsonl
+from .vllm_support import set_cpu_kv_cache_env
 
 
 ENTROPY_LOG_NAME = "entropy.jsonl"
@@ -127,7 +135,11 @@ class RolloutEntropyMixin:
         cls._tag_names = [*getattr(cls, "_tag_names", []), "glowrl"]  # the TRL trainer's tags, e.g. trl, grpo
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        if getattr(kwargs.get("args"), "use_vllm", False):
+            set_cpu_kv_cache_env()  # before TRL starts a colocated engine
+        with cpu_server_client(kwargs.get("args")):
+            super().__init__(*args, **kwargs)
+        adapt_colocated_vllm(self)
         self._init_rollout_entropy()
 
     def _init_rollout_entropy(self):
