@@ -16,6 +16,21 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `vllm` run vLLM for real; where it cannot run (not installed, or unimportable) they skip, saying
+    why and how to install it."""
+    from glowrl.errors import GlowrlError
+    from glowrl.vllm_support import require_vllm
+
+    try:
+        require_vllm("the vllm tests")
+    except GlowrlError as error:
+        skip = pytest.mark.skip(reason=str(error))
+        for item in items:
+            if "vllm" in item.keywords:
+                item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A ~100k-parameter Qwen2 model whose tokenizer was trained on the arithmetic task's text."""
@@ -64,22 +79,20 @@ def addition_file(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def sft_checkpoint(tmp_path_factory, tiny_model_dir, addition_file):
+def _glow_sft(model_dir: str, data: str, out: Path, epochs: int = 6) -> str:
     """A short GLOW SFT run through `glowrl sft`: the tiny model learns to answer in a box."""
-    out = tmp_path_factory.mktemp("sft") / "model"
     argv = [
         "sft",
         "--config",
         str(Path(__file__).resolve().parents[1] / "recipes/tiny/sft.yaml"),
         "--model_name_or_path",
-        tiny_model_dir,
+        model_dir,
         "--dataset_paths",
-        addition_file,
+        data,
         "--output_dir",
         str(out),
         "--num_train_epochs",
-        "6",
+        str(epochs),
         "--learning_rate",
         "1e-2",
         "--save_strategy",
@@ -91,3 +104,25 @@ def sft_checkpoint(tmp_path_factory, tiny_model_dir, addition_file):
 
     assert glowrl_main(argv) == 0
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def sft_checkpoint(tmp_path_factory, tiny_model_dir, addition_file):
+    """A short GLOW SFT run through `glowrl sft`: the tiny model learns to answer in a box."""
+    return _glow_sft(tiny_model_dir, addition_file, tmp_path_factory.mktemp("sft") / "model")
+
+
+@pytest.fixture(scope="session")
+def vllm_model_dir(tmp_path_factory):
+    """The tiny model at a shape vLLM's CPU attention runs: 2 heads of 32 (the default tiny model's are 16 wide)."""
+    from glowrl.toy.arithmetic import tokenizer_corpus
+    from glowrl.toy.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-vllm") / "model"
+    return str(build_tiny_model(out, tokenizer_corpus(seed=0), num_attention_heads=2, num_key_value_heads=1))
+
+
+@pytest.fixture(scope="session")
+def vllm_sft_checkpoint(tmp_path_factory, vllm_model_dir, addition_file):
+    """`vllm_model_dir` after GLOW SFT on one-step additions: it boxes its answers, and vLLM can load it."""
+    return _glow_sft(vllm_model_dir, addition_file, tmp_path_factory.mktemp("sft-vllm") / "model", epochs=12)

@@ -6,9 +6,11 @@ python -m pytest tests/test_trl_compat.py
 """
 
 import inspect
+import json
 from importlib import import_module
 
 import pytest
+import torch
 import trl
 
 from glowrl import _trl_compat
@@ -73,3 +75,13 @@ def test_vllm_serve_command_is_trls_server_with_weight_transfer():
     assert command[command.index("--port") + 1] == "8123"
     assert command[command.index("--tensor-parallel-size") + 1] == "2"
     assert "--weight-transfer-config" in command  # the endpoint TRL's client pushes the policy's weights through
+    backend = json.loads(command[command.index("--weight-transfer-config") + 1])["backend"]
+    assert backend == ("gloo" if not torch.cuda.is_available() else "nccl")  # NCCL needs CUDA: gloo on a CPU
+
+
+def test_the_vllm_hooks_glowrl_replaces_on_a_cpu_still_exist():
+    """Where TRL builds its server client and iterates the weights it syncs (`glowrl._trl_compat`)."""
+    import trl.generation.vllm_generation as generation
+
+    assert hasattr(generation, "VLLMClient") and callable(generation.VLLMGeneration._iter_named_params)
+    assert "vllm_generation = VLLMGeneration(" in inspect.getsource(trl.GRPOTrainer.__init__)
