@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 
+from glowrl.demo.report import deltas_line
+from glowrl.demo.run import rl_minus_sft
 from glowrl.evaluation.metrics import pass_at_k
 from glowrl.evaluation.report import add_deltas, domain_averages, format_markdown
 from glowrl.evaluation.stats import (
@@ -170,6 +172,29 @@ def test_a_benchmark_named_like_a_domain_keeps_its_own_delta():
     assert "(+100.0 [" in rows[file_row + 1]  # the file's own +100 points, not the average's +50
     average_row = next(i for i, line in enumerate(rows) if line.startswith("| **in-domain avg** |"))
     assert "(+50.0 [" in rows[average_row + 1]
+
+
+def test_the_demo_reports_rl_minus_sft_paired():
+    # The demo's eval compares base, SFT and RL (deltas against the base); the README quotes RL - SFT, which the
+    # demo's report now prints: paired over the same problems, per domain.
+    def model(in_domain, out_of_domain):
+        benchmarks = {
+            name: {
+                "domain": name,
+                "metrics": {"num_samples": 2},
+                "problems": [{"num_correct": c} for c in correct],
+            }
+            for name, correct in (("in_domain", in_domain), ("out_of_domain", out_of_domain))
+        }
+        return {"benchmarks": benchmarks}
+
+    base, sft, rl = model([0] * 4, [0] * 4), model([1, 2, 0, 0], [0, 0, 0, 1]), model([2, 2, 1, 0], [0, 0, 0, 1])
+    deltas = rl_minus_sft({"models": [base, sft, rl]})
+    assert deltas["in_domain"] == pytest.approx(list(paired_difference([0.5, 1, 0, 0], [1, 1, 0.5, 0], 2)[:3]))
+    assert deltas["in_domain"][0] == pytest.approx(0.25) and deltas["out_of_domain"][0] == 0.0
+    line = deltas_line(deltas)
+    low, high = deltas["in_domain"][1:]
+    assert f"in-domain +25.0 [{100 * low:+.1f}, {100 * high:+.1f}]" in line and "out-of-domain +0.0 [" in line
 
 
 def test_a_domain_of_one_benchmark_keeps_its_own_intervals():

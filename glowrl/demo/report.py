@@ -44,6 +44,19 @@ def results_table(figures: dict) -> str:
     return "\n".join(lines)
 
 
+def deltas_line(deltas: dict) -> str:
+    """RL minus SFT per domain in points, with the paired 95% interval (`*` when it excludes 0)."""
+    from ..evaluation.stats import excludes_zero
+
+    cells = []
+    for domain, label in (("in_domain", "in-domain"), ("out_of_domain", "out-of-domain")):
+        if domain in deltas:
+            delta, low, high = deltas[domain]
+            star = "*" if excludes_zero(low, high) else ""
+            cells.append(f"{label} {100 * delta:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]{star}")
+    return "RL - SFT (accuracy points, paired 95% interval over the same problems): " + ", ".join(cells)
+
+
 def handoff_table(handoff: dict) -> str:
     """The hand-off figures before and after RL, side by side."""
     keys = [
@@ -120,8 +133,11 @@ def write_report(root: Path, report: dict) -> None:
 
 {results_table(report["figures"])}
 
+{deltas_line(report["rl_minus_sft"])}
+
 Accuracy: sampled at temperature 0.6, top-p 0.95, final `\\boxed{{}}` checked with math-verify; the interval is a
-95% interval over problems (Wilson's with one sample per problem, else a t-interval of the per-problem means).
+95% interval over problems (Agresti-Coull on the effective number of problems: the samples of one problem count as
+far as they vary independently). RL - SFT: the paired difference over the same problems (Agresti-Min).
 Entropy: mean per-token entropy (nats) of the model's own sampled outputs. Full results: `eval/results.md`.
 
 ## SFT -> RL hand-off
