@@ -294,7 +294,8 @@ def readiness(argv):
     load_tokenizer(args.model, field="--model", require_chat_template=True)  # chat prompts need a chat template
     dataset = get_algorithm(rl_args.algorithm).build_dataset(*script_args, training_args)
     rl_args.readiness_prompts = args.prompts or rl_args.readiness_prompts
-    figures = handoff_figures_for(rl_args, training_args, dataset, args.model)
+    reward_funcs = get_algorithm(rl_args.algorithm).trainer_kwargs(*script_args).get("reward_funcs")
+    figures = handoff_figures_for(rl_args, training_args, dataset, args.model, reward_funcs)
     print(handoff_text(f"model {args.model}", figures))
     if args.output is not None:
         write_json(figures, args.output)

@@ -58,15 +58,18 @@ def deltas_line(deltas: dict) -> str:
 
 
 def handoff_table(handoff: dict) -> str:
-    """The hand-off figures before and after RL, side by side."""
+    """The hand-off figures before and after RL, side by side: GRPO's reward view, then correctness."""
     keys = [
         k
         for k in (
             "mean_reward",
+            "share_no_signal",
+            "accuracy",
             "pass@1",
             f"pass@{handoff['before']['num_generations']}",
             "share_all_correct",
             "share_all_wrong",
+            "unscorable_prompts",
             "entropy",
             "truncation_rate",
         )
@@ -74,8 +77,9 @@ def handoff_table(handoff: dict) -> str:
     ]
     lines = ["| figure | before RL | after RL |", "|---|---|---|"]
     for key in keys:
-        cells = [f"{handoff[when][key]:.3f}" if key in handoff.get(when, {}) else "-" for when in ("before", "after")]
-        lines.append(f"| {key} | {' | '.join(cells)} |")
+        cells = [handoff.get(when, {}).get(key) for when in ("before", "after")]
+        shown = ["-" if v is None else str(v) if isinstance(v, int) else f"{v:.3f}" for v in cells]
+        lines.append(f"| {key} | {' | '.join(shown)} |")
     return "\n".join(lines)
 
 
@@ -117,8 +121,9 @@ def write_report(root: Path, report: dict) -> None:
     before = report["handoff"]["before"]
     handoff = (
         f"On {before['prompts']} RL prompts, {before['num_generations']} rollouts each with GRPO's sampling settings, "
-        "before and after RL (`rl/readiness.json`). A group whose rollouts are all correct or all wrong has no reward "
-        "variance and gives GRPO no gradient."
+        "before and after RL (`rl/readiness.json`). Reward: the recipe's reward functions times their weights, summed "
+        "as GRPO sums them; a group whose total rewards do not vary (`share_no_signal`) gives GRPO no gradient. "
+        "Correctness (accuracy, pass@k, groups all correct / all wrong) beside it."
     )
     rl = (
         f"RL: mean reward {report['rl_reward_first']:.3f} over the first third of the steps, "
