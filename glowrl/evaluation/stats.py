@@ -5,10 +5,11 @@ Pure functions, hand-checked in `tests/test_stats.py`, with their coverage simul
 problems it could have held, and the samples of one problem are correlated (an easy problem is solved by most).
 - [`accuracy_interval`]: an accuracy, pass@k or maj@k, the mean of per-problem values in [0, 1] (0 or 1 with one
   sample per problem; the share correct, the unbiased pass@k estimate or the majority's correctness otherwise). It is
-  the Agresti-Coull interval (Wilson's centre with a Wald half-width there, which keeps 95% coverage where Wilson's
-  falls to 84-92%, at 1-3 successes) on the *effective number of problems* `n_eff = n p(1 - p) / s^2`: the number of
+  the Agresti-Coull interval (Wilson's centre with a Wald half-width there, which keeps 93% coverage or more where
+  Wilson's falls to 84-92%, at 1-3 successes) on the *effective number of problems* `n_eff = n p(1 - p) / s^2`: the number of
   independent 0/1 outcomes with the spread `s^2` that the per-problem values show (the usual design effect of a
-  clustered sample, Kish 1965; Korn and Graubard 1998). Values in [0, 1] have `s^2 <= p(1 - p)`, so `n_eff >= n`;
+  clustered sample, Kish 1965; Korn and Graubard 1998). Values in [0, 1] vary at most as much as 0/1 values with the
+  same mean, so `n_eff >= n`;
   `n_eff <= n x samples` (every sample independent). `p` and `s^2` are taken with half a pseudo-problem solved every
   time and half never solved, so that a benchmark with few or no solved problems does not look unclustered: at 0%
   the interval is Agresti-Coull's for n problems, not zero-width.
@@ -20,6 +21,8 @@ problems it could have held, and the samples of one problem are correlated (an e
 - [`mean_interval`], [`paired_interval`]: Student's t over a few continuous values, e.g. a study's seeds.
 Simulated coverage (per-problem accuracies drawn from Beta distributions with the stated mean, from U-shaped to all
 equal; 30, 100, 500 problems; 1, 4, 16 samples): at least 93% at true accuracies of 1%, 3%, 50% and 97%.
+Not here: the tables' formatting (`report`, `glowrl.study.aggregate`), and any claim about another set of prompts or
+seeds than the ones sampled (a study's seeds are the unit of its own t-intervals).
 """
 
 import math
