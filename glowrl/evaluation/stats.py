@@ -8,9 +8,8 @@ problems it could have held, and the samples of one problem are correlated (an e
   the Agresti-Coull interval (Wilson's centre with a Wald half-width there, which keeps 93% coverage or more where
   Wilson's falls to 84-92%, at 1-3 successes) on the *effective number of problems* `n_eff = n p(1 - p) / s^2`: the
   number of independent 0/1 outcomes with the spread `s^2` that the per-problem values show (the usual design effect
-  of a clustered sample, Kish 1965; Korn and Graubard 1998). Values in [0, 1] vary at most as much as 0/1 values with the
-  same mean, so `n_eff >= n`;
-  `n_eff <= n x samples` (every sample independent). `p` and `s^2` are taken with half a pseudo-problem solved every
+  of a clustered sample, Kish 1965; Korn and Graubard 1998). Values in [0, 1] vary at most as much as 0/1 values
+  with the same mean, so `n_eff >= n`; `n_eff <= n x samples` (every sample independent). `p` and `s^2` are taken with half a pseudo-problem solved every
   time and half never solved, so that a benchmark with few or no solved problems does not look unclustered: at 0%
   the interval is Agresti-Coull's for n problems, not zero-width.
 - [`paired_difference`]: model B minus model A on the same problems, from the per-problem differences (so what the
