@@ -9,9 +9,9 @@ problems it could have held, and the samples of one problem are correlated (an e
   Wilson's falls to 84-92%, at 1-3 successes) on the *effective number of problems* `n_eff = n p(1 - p) / s^2`: the
   number of independent 0/1 outcomes with the spread `s^2` that the per-problem values show (the usual design effect
   of a clustered sample, Kish 1965; Korn and Graubard 1998). Values in [0, 1] vary at most as much as 0/1 values
-  with the same mean, so `n_eff >= n`; `n_eff <= n x samples` (every sample independent). `p` and `s^2` are taken with half a pseudo-problem solved every
-  time and half never solved, so that a benchmark with few or no solved problems does not look unclustered: at 0%
-  the interval is Agresti-Coull's for n problems, not zero-width.
+  with the same mean, so `n_eff >= n`; `n_eff <= n x samples` (every sample independent). `p` and `s^2` are taken
+  with half a pseudo-problem solved every time and half never solved, so that a benchmark with few or no solved
+  problems does not look unclustered: at 0% the interval is Agresti-Coull's for n problems, not zero-width.
 - [`paired_difference`]: model B minus model A on the same problems, from the per-problem differences (so what the
   problems share cancels), with pseudo-problems added as Agresti and Min (2005) add 1/2 to each cell of the paired
   2x2 table: w = 1 / (2 sqrt(samples)) problems at +1, w at -1 and 2w at 0 (w = 1/2, their interval, for one sample).
