@@ -36,7 +36,10 @@ def test_demo_report_has_every_section(tmp_path, teacher):
             low, high = row[f"{split}_ci"]
             assert 0 <= low <= row[f"{split}_accuracy"] <= high <= 1
         assert row["in_domain_entropy"] > 0
+    assert set(data["rl_minus_sft"]) == {"in_domain", "out_of_domain"}  # the README's RL - SFT deltas, paired
+    assert "RL - SFT (accuracy points, paired 95% interval over the same problems): in-domain " in report
     assert {"before", "after"} <= set(data["handoff"])
+    assert "| share_no_signal |" in report and "| mean_reward |" in report
     assert data["handoff"]["before"]["prompts"] == 4
     assert [c["check"] for c in data["checks"]] == ["SFT learned the task", "RL improved the reward"]
     assert data["positives"] + data["negatives"] == data["train_trajectories"] > 0

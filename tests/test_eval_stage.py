@@ -12,7 +12,9 @@ from utils import REPO
 
 from glowrl.cli import main as glowrl_main
 from glowrl.evaluation.eval_sets import BENCHMARKS, SUITES, load_problems, select_benchmarks, split_choices
-from glowrl.evaluation.readiness import advice, handoff_figures
+from glowrl.evaluation.readiness import advice, group_has_signal, handoff_figures, readiness, total_rewards
+from glowrl.rewards import get_reward_funcs
+from glowrl.stages.rl import handoff_text
 
 
 def test_handoff_figures_against_hand_computed_values():
@@ -33,6 +35,73 @@ def test_handoff_figures_against_hand_computed_values():
     assert f["truncation_rate"] == pytest.approx(2 / 16)
     unscorable = handoff_figures([[None, None], [1, 0]], [[0.1, 0.1]] * 2, [[1, 1]] * 2, [[0, 0]] * 2)
     assert unscorable["unscorable_prompts"] == 1 and unscorable["mean_reward"] == 0.5
+
+
+def test_handoff_reward_figures_are_grpos_total_reward():
+    # The shipped recipes' rewards: math_accuracy (1/0, None for a gold that does not parse) and boxed_format, weights
+    # [1.0, 0.1]. TRL sums w_i r_i over the functions that scored (nansum), so:
+    correct = [[0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [None] * 4]
+    rewards = [
+        [[0, 1], [0, 1], [0, 0], [0, 0]],  # all wrong, boxed twice: totals .1 .1 0 0 -> variance, a gradient
+        [[1, 1]] * 4,  # all right and boxed: 1.1 x 4 -> no signal
+        [[1, 1], [0, 1], [0, 1], [0, 1]],  # 1.1 .1 .1 .1
+        [[None, 1], [None, 1], [None, 0], [None, 1]],  # gold unparseable: TRL still sees boxed_format vary
+    ]
+    f = handoff_figures(
+        correct, [[0.1] * 4] * 4, [[3] * 4] * 4, [[0] * 4] * 4, rewards, [1.0, 0.1], ["math_accuracy", "boxed_format"]
+    )
+    assert f["mean_reward"] == pytest.approx((0.2 + 4.4 + 1.4 + 0.3) / 16)  # TRL's logged `reward`
+    assert f["reward_means"] == pytest.approx({"math_accuracy": 5 / 12, "boxed_format": 13 / 16})
+    assert f["share_no_signal"] == 0.25  # only the all-correct group; correctness alone would say 2 of 3
+    # correctness beside it, over the 3 prompts whose gold parses; the fourth is counted apart, not as wrong
+    assert f["unscorable_prompts"] == 1 and f["scorable_prompts"] == 3
+    assert f["accuracy"] == pytest.approx(5 / 12)
+    assert f["share_all_wrong"] == pytest.approx(1 / 3) and f["share_all_correct"] == pytest.approx(1 / 3)
+    assert f["pass@4"] == pytest.approx(2 / 3)
+
+
+def test_group_signal_as_trl_computes_advantages():
+    weights = [1.0, 1.0]
+    # math [1, 0] and boxed [0, 1]: totals 1 and 1 -> GRPO's group-normalised advantage is 0 ...
+    crossing = [[1, 0], [0, 1]]
+    assert not group_has_signal(crossing, weights, "sum_then_normalize")
+    # ... but normalise-then-sum normalises each function within the group first: both vary, a signal
+    assert group_has_signal(crossing, weights, "normalize_then_sum")
+    assert not group_has_signal([[1, 0], [1, 0]], weights, "normalize_then_sum")
+    assert not group_has_signal([[0, 1], [0, 1]], [1.0, 0.0], "normalize_then_sum")  # a weight of 0 adds nothing
+    # a group with one scored completion has no advantage (TRL turns the NaN into 0)
+    assert not group_has_signal([[None, None], [1, None]], weights, "sum_then_normalize")
+    assert total_rewards([[None, None], [1, None], [None, 1]], [1.0, 0.1]) == [None, 1.0, 0.1]
+    with pytest.raises(ValueError, match="multi_objective_aggregation"):
+        group_has_signal(crossing, weights, "sum")
+
+
+def test_handoff_figures_when_no_completion_has_a_token():
+    f = handoff_figures([[0, 0], [1, 0]], [[0.0, 0.0]] * 2, [[0, 0]] * 2, [[0, 0]] * 2)  # raised ZeroDivisionError
+    assert f["entropy"] is None and f["entropy_p10"] is None and f["entropy_p90"] is None
+    assert f["truncation_rate"] == 0.0 and f["share_no_signal"] == 0.5
+    text = handoff_text("before RL", f | {"advice": advice(f | {"share_no_signal": 0.9}, 1.0)})
+    assert "entropy n/a nats" in text and "(now 1.0; entropy n/a)" in text
+
+
+def test_readiness_counts_prompts_with_an_unparseable_gold_apart(tiny_model_dir):
+    prompts = [[{"role": "user", "content": "What is 1 + 1?"}]] * 2
+    golds = ["2", "\\frac{"]  # the second does not parse: math_accuracy returns None
+    figures = readiness(
+        tiny_model_dir,
+        prompts,
+        golds,
+        num_generations=2,
+        temperature=1.0,
+        top_p=1.0,
+        max_new_tokens=3,
+        reward_funcs=get_reward_funcs(["math_accuracy", "boxed_format"]),
+        reward_weights=[1.0, 0.1],
+        columns={"prompt": prompts, "answer": golds},
+    )
+    assert figures["pass_rates"][1] is None and figures["pass_rates"][0] in (0.0, 0.5, 1.0)  # was 0.0
+    assert figures["unscorable_prompts"] == 1 and figures["reward_weights"] == [1.0, 0.1]
+    assert set(figures["reward_means"]) == {"math_accuracy", "boxed_format"}
 
 
 def test_advice_says_which_way_to_move():

@@ -340,6 +340,25 @@ def test_custom_benchmark_file_with_recipe(tiny_model, tmp_path):
     assert "out_of_domain" not in results["models"][0]["averages"]
 
 
+def test_in_domain_and_out_of_domain_files_in_one_command(tiny_model, tmp_path):
+    # The demo's layout: files named like the domains, one in each, compared in one run (`--domain` would put both
+    # in one domain).
+    for name, offset in (("in_domain", 0), ("out_of_domain", 10)):
+        rows = [{"problem": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(offset, offset + 3)]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "both.json"
+    argv = ["--model", tiny_model, "--benchmark_file", str(tmp_path / "in_domain.jsonl")]
+    argv += ["--ood_benchmark_file", str(tmp_path / "out_of_domain.jsonl"), "--max_new_tokens", "3"]
+    assert main([*argv, "--output", str(output)]) == 0
+    model = json.loads(output.read_text())["models"][0]
+    assert {name: b["domain"] for name, b in model["benchmarks"].items()} == {
+        "in_domain": "in_domain",
+        "out_of_domain": "out_of_domain",
+    }
+    assert model["averages"]["in_domain"]["benchmarks"] == ["in_domain"]
+    assert model["averages"]["out_of_domain"]["benchmarks"] == ["out_of_domain"]
+
+
 def test_failed_run_leaves_incomplete_results(tiny_model, tmp_path, monkeypatch):
     calls = []
     generate = TransformersGenerator.generate

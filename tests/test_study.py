@@ -99,6 +99,23 @@ def test_the_markdown_marks_differences_whose_interval_excludes_zero():
     assert "The base model" not in text and "Wall time" not in text
 
 
+def test_no_star_without_spread_and_digits_that_show_the_value():
+    # Two seeds whose difference is the same -7.4e-05: a zero-width interval (no measured spread) is no evidence, and
+    # the figure shows as -0.0074 points, not as "-0.0 [-0.0, -0.0]*".
+    table = runs({"ref": [0.5, 0.25], "arm": [0.5 - 7.4e-5, 0.25 - 7.4e-5]})
+    for run in table:
+        run["metrics"] = {"sft/in_domain/accuracy": run["metrics"]["m"], "rl/train_reward": run["metrics"]["m"]}
+    study = {"name": "s", "base": "b.yaml", "arms": ["ref", "arm"], "seeds": [0, 1], "sft_steps": 10,
+             "reference": "ref", "runs": table}  # fmt: skip
+    study |= {"aggregate": aggregate(table), "differences": differences(table, "ref")}
+    text = study_markdown(study)
+    assert "| sft/in_domain/accuracy | -0.0074 [-0.0074, -0.0074] |" in text
+    assert "| rl/train_reward | -0.000074 [-0.000074, -0.000074] |" in text
+    assert "]*" not in text
+    # the usual digits where they show the value: 1 decimal for %, 3 otherwise
+    assert "| sft/in_domain/accuracy | 37.5 [-121.3, 196.3] |" in text
+
+
 def test_the_markdown_of_one_arm_has_no_differences_and_shows_the_base_model():
     table = runs({"only": [0.10, 0.30]})
     for run in table:

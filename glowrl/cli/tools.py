@@ -110,11 +110,22 @@ def eval_parser() -> Parser:
     add = parser.add_argument
     add("--model", action="append", required=True, help="Model directory or Hub id; repeat to compare models.")
     add("--benchmarks", help=f"Comma-separated benchmarks or suites: {','.join([*BENCHMARKS, *SUITES])}.")
-    add("--benchmark_file", action="append", default=[], help="Local JSON Lines benchmark (repeatable).")
+    add("--benchmark_file", action="append", default=[], help="Local JSON Lines benchmark, in-domain (repeatable).")
+    add(
+        "--ood_benchmark_file",
+        action="append",
+        default=[],
+        help="Local JSON Lines benchmark averaged out-of-domain (repeatable); with --benchmark_file, both domains in "
+        "one run (the recipe's ood_benchmark_files).",
+    )
     add("--problem_field", default="problem", help="Question field of --benchmark_file rows.")
     add("--answer_field", default="answer", help="Gold answer field of --benchmark_file rows.")
     add("--benchmark_kind", choices=KINDS, default="math", help="How --benchmark_file answers are graded.")
-    add("--domain", choices=("in", "out"), help="Average --benchmark_file files in-domain or out-of-domain.")
+    add(
+        "--domain",
+        choices=("in", "out"),
+        help="Average the --benchmark_file files in-domain (default) or out-of-domain.",
+    )
     add("--benchmark_schema", choices=SCHEMAS, default="plain", help="Read --benchmark_file as a Hub set's rows.")
     add("--num_samples", type=int, default=1, help="Samples per problem (n).")
     add("--k", help="Comma-separated k shown for pass@k and maj@k in the table (default: powers of 2 up to n, and n).")
@@ -159,7 +170,7 @@ def evaluate(argv):
     from ..evaluation import SamplingConfig, evaluate, select_benchmarks
 
     check_suffix(args.output, "--output", (".json",))
-    inputs = {"a --model": args.model, "a --benchmark_file": args.benchmark_file}
+    inputs = {"a --model": args.model, "a --benchmark_file": [*args.benchmark_file, *args.ood_benchmark_file]}
     for path, field in ((args.output, "--output"), (args.output.with_suffix(".md"), "--output (its .md table)")):
         check_output(
             path, field, kind="file", overwrite=args.overwrite, inputs=inputs, fix="pass --overwrite to replace it"
@@ -179,6 +190,7 @@ def evaluate(argv):
         args.benchmark_kind,
         args.domain,
         args.benchmark_schema,
+        args.ood_benchmark_file,
     )
     sampling = SamplingConfig(
         temperature=args.temperature,
@@ -282,7 +294,8 @@ def readiness(argv):
     load_tokenizer(args.model, field="--model", require_chat_template=True)  # chat prompts need a chat template
     dataset = get_algorithm(rl_args.algorithm).build_dataset(*script_args, training_args)
     rl_args.readiness_prompts = args.prompts or rl_args.readiness_prompts
-    figures = handoff_figures_for(rl_args, training_args, dataset, args.model)
+    reward_funcs = get_algorithm(rl_args.algorithm).trainer_kwargs(*script_args).get("reward_funcs")
+    figures = handoff_figures_for(rl_args, training_args, dataset, args.model, reward_funcs)
     print(handoff_text(f"model {args.model}", figures))
     if args.output is not None:
         write_json(figures, args.output)

@@ -44,16 +44,32 @@ def results_table(figures: dict) -> str:
     return "\n".join(lines)
 
 
+def deltas_line(deltas: dict) -> str:
+    """RL minus SFT per domain in points, with the paired 95% interval (`*` when it excludes 0)."""
+    from ..evaluation.stats import excludes_zero
+
+    cells = []
+    for domain, label in (("in_domain", "in-domain"), ("out_of_domain", "out-of-domain")):
+        if domain in deltas:
+            delta, low, high = deltas[domain]
+            star = "*" if excludes_zero(low, high) else ""
+            cells.append(f"{label} {100 * delta:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]{star}")
+    return "RL - SFT (accuracy points, paired 95% interval over the same problems): " + ", ".join(cells)
+
+
 def handoff_table(handoff: dict) -> str:
-    """The hand-off figures before and after RL, side by side."""
+    """The hand-off figures before and after RL, side by side: GRPO's reward view, then correctness."""
     keys = [
         k
         for k in (
             "mean_reward",
+            "share_no_signal",
+            "accuracy",
             "pass@1",
             f"pass@{handoff['before']['num_generations']}",
             "share_all_correct",
             "share_all_wrong",
+            "unscorable_prompts",
             "entropy",
             "truncation_rate",
         )
@@ -61,8 +77,9 @@ def handoff_table(handoff: dict) -> str:
     ]
     lines = ["| figure | before RL | after RL |", "|---|---|---|"]
     for key in keys:
-        cells = [f"{handoff[when][key]:.3f}" if key in handoff.get(when, {}) else "-" for when in ("before", "after")]
-        lines.append(f"| {key} | {' | '.join(cells)} |")
+        cells = [handoff.get(when, {}).get(key) for when in ("before", "after")]
+        shown = ["-" if v is None else str(v) if isinstance(v, int) else f"{v:.3f}" for v in cells]
+        lines.append(f"| {key} | {' | '.join(shown)} |")
     return "\n".join(lines)
 
 
@@ -104,8 +121,9 @@ def write_report(root: Path, report: dict) -> None:
     before = report["handoff"]["before"]
     handoff = (
         f"On {before['prompts']} RL prompts, {before['num_generations']} rollouts each with GRPO's sampling settings, "
-        "before and after RL (`rl/readiness.json`). A group whose rollouts are all correct or all wrong has no reward "
-        "variance and gives GRPO no gradient."
+        "before and after RL (`rl/readiness.json`). Reward: the recipe's reward functions times their weights, summed "
+        "as GRPO sums them; a group whose total rewards do not vary (`share_no_signal`) gives GRPO no gradient. "
+        "Correctness (accuracy, pass@k, groups all correct / all wrong) beside it."
     )
     rl = (
         f"RL: mean reward {report['rl_reward_first']:.3f} over the first third of the steps, "
@@ -120,8 +138,11 @@ def write_report(root: Path, report: dict) -> None:
 
 {results_table(report["figures"])}
 
+{deltas_line(report["rl_minus_sft"])}
+
 Accuracy: sampled at temperature 0.6, top-p 0.95, final `\\boxed{{}}` checked with math-verify; the interval is a
-95% interval over problems (Wilson's with one sample per problem, else a t-interval of the per-problem means).
+95% interval over problems (Agresti-Coull on the effective number of problems: the samples of one problem count as
+far as they vary independently). RL - SFT: the paired difference over the same problems (Agresti-Min).
 Entropy: mean per-token entropy (nats) of the model's own sampled outputs. Full results: `eval/results.md`.
 
 ## SFT -> RL hand-off

@@ -24,7 +24,7 @@ from ..errors import GlowrlError, LearningCheckFailed
 from ..io import read_jsonl, read_log_history, write_jsonl, write_text_atomic
 from ..toy.arithmetic import generate_problems, generate_trajectories, tokenizer_corpus
 from .plots import plot_glow_weights, plot_rl, plot_sft_loss, weight_summary
-from .report import learning_checks, results_table, write_report
+from .report import deltas_line, learning_checks, results_table, write_report
 
 
 # `full` is the default run; `ci` is the same code path with a few steps, for the test suite.
@@ -230,6 +230,15 @@ def run_pipeline(root: Path, recipe: dict) -> None:
         raise GlowrlError(f"the pipeline failed; see {root / 'pipeline.json'} and the stage output above")
 
 
+def rl_minus_sft(results: dict) -> dict:
+    """The RL model's accuracy minus the SFT model's (the eval's second and third models), per domain, paired over the
+    same problems: `{domain: [delta, low, high]}` (the eval table's deltas are against the base model)."""
+    from ..evaluation.report import compare
+
+    _, sft, rl = results["models"]
+    return compare(sft, rl)["averages"]
+
+
 def evaluation_figures(root: Path) -> dict:
     """Per model (base, sft, rl): accuracy with its interval, entropy and no-answer share, in and out of domain."""
     results = json.loads((root / "eval" / "results.json").read_text())
@@ -261,6 +270,7 @@ def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
     build_inputs(root, size, teacher)
     run_pipeline(root, demo_recipe(root, size, teacher))
     figures = evaluation_figures(root)
+    deltas = rl_minus_sft(json.loads((root / "eval" / "results.json").read_text()))
     reward_first, reward_last = rl_reward_trend(root / "rl")
     entropy_rows = read_jsonl(root / "rl" / "entropy.jsonl")
     train = read_jsonl(root / "generate" / "trajectories.jsonl" if teacher else root / "data" / "train.jsonl")
@@ -276,6 +286,7 @@ def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
         "negatives": sum(r["correct"] is False for r in train),
         "parameters": parameters,
         "figures": figures,
+        "rl_minus_sft": deltas,
         "handoff": json.loads((root / "rl" / "readiness.json").read_text()),
         "rl_reward_first": reward_first,
         "rl_reward_last": reward_last,
@@ -289,6 +300,7 @@ def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
     shutil.copyfile(root / "rl" / "readiness.png", root / "readiness.png")
     write_report(root, report)
     print("\n" + results_table(figures))
+    print(deltas_line(deltas))
     for check in report["checks"]:
         print(f"{'PASS' if check['passed'] else 'FAIL'} {check['check']}: {check['detail']}")
     print(f"== done in {report['elapsed_s']:.0f}s: report in {root / 'report.md'}")

@@ -145,10 +145,12 @@ def select_benchmarks(
     kind: str = "math",
     domain: str | None = None,
     schema: str = "plain",
+    ood_files: list[str] = (),
 ) -> list[BenchmarkSpec]:
-    """The specs to run: shipped benchmarks by name (all when `names` is `None` and no file is given), then files."""
+    """The specs to run: shipped benchmarks by name (all when `names` is `None` and no file is given), then `files`
+    (in `domain`, in-domain by default), then `ood_files` (out-of-domain)."""
     if names is None:
-        names = [] if files else SUITES["shipped"]
+        names = [] if files or ood_files else SUITES["shipped"]
     names = [member for name in names if name.strip() for member in SUITES.get(name.strip(), [name.strip()])]
     names = list(dict.fromkeys(names))
     for name in names:
@@ -159,6 +161,7 @@ def select_benchmarks(
             )
     specs = [BENCHMARKS[name] for name in names]
     specs += [custom_spec(path, problem_field, answer_field, kind, domain, schema) for path in files]
+    specs += [custom_spec(path, problem_field, answer_field, kind, "out", schema) for path in ood_files]
     if not specs:
         raise EvaluationError("--benchmarks: no benchmark selected; name shipped ones or pass --benchmark_file")
     if len({spec.name for spec in specs}) < len(specs):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..grading import answers_match, extract_boxed, verify_batch
-from .stats import accuracy_interval, standard_error
+from .stats import accuracy_interval, accuracy_standard_error
 
 
 _TEXT_WRAPPER = re.compile(r"^\\(?:text|textbf|textrm|mathrm|mathbf)\{(.*)\}$", re.DOTALL)
@@ -178,10 +178,11 @@ def summarize_benchmark(problems: list[dict], num_samples: int) -> dict[str, flo
 
     Returns:
         `dict`: `accuracy` (mean over all samples), `pass@k` and `maj@k` for every k <= n (means over problems), each
-        with its 95% interval (`accuracy_ci`, `pass@k_ci`, `maj@k_ci`: Wilson's for one sample per problem, else a
-        t-interval over problems) and `accuracy_se`, `no_answer_rate`, `truncated_rate`, `mean_tokens`, `entropy`
-        (token-weighted mean over every generated token), and the counts `num_problems`, `num_samples`,
-        `num_unscorable` (problems whose gold is missing or does not parse, graded wrong).
+        with its 95% interval (`accuracy_ci`, `pass@k_ci`, `maj@k_ci`: [`~glowrl.evaluation.stats.accuracy_interval`],
+        Agresti-Coull on the effective number of problems) and `accuracy_se` (its standard error), `no_answer_rate`,
+        `truncated_rate`, `mean_tokens`, `entropy` (token-weighted mean over every generated token), and the counts
+        `num_problems`, `num_samples`, `num_unscorable` (problems whose gold is missing or does not parse,
+        graded wrong).
     """
     samples = [s for p in problems for s in p["samples"]]
     num_correct = [sum(bool(s["correct"]) for s in p["samples"]) for p in problems]
@@ -193,16 +194,16 @@ def summarize_benchmark(problems: list[dict], num_samples: int) -> dict[str, flo
         "num_unscorable": sum(any(s["correct"] is None for s in p["samples"]) for p in problems),
         "accuracy": sum(num_correct) / len(samples),
         "accuracy_ci": list(accuracy_interval(per_problem, num_samples)),
-        "accuracy_se": standard_error(per_problem),
+        "accuracy_se": accuracy_standard_error(per_problem, num_samples),
     }
     for k in range(1, num_samples + 1):
         values = [pass_at_k(num_samples, c, k) for c in num_correct]
         metrics[f"pass@{k}"] = sum(values) / len(problems)
-        metrics[f"pass@{k}_ci"] = list(accuracy_interval(values, num_samples if k == num_samples else 0))
+        metrics[f"pass@{k}_ci"] = list(accuracy_interval(values, num_samples))
     for k in range(1, num_samples + 1):
         values = [float(p["maj_correct"][k - 1]) for p in problems]
         metrics[f"maj@{k}"] = sum(values) / len(problems)
-        metrics[f"maj@{k}_ci"] = list(accuracy_interval(values, 1))
+        metrics[f"maj@{k}_ci"] = list(accuracy_interval(values, num_samples))
     metrics["no_answer_rate"] = sum(s["answer"] is None for s in samples) / len(samples)
     metrics["truncated_rate"] = sum(s["truncated"] for s in samples) / len(samples)
     metrics["mean_tokens"] = tokens / len(samples)

@@ -6,7 +6,7 @@ with the paired interval of that difference (over the same problems), marked `*`
 
 import math
 
-from .stats import Z95, average_interval, excludes_zero, paired_interval, standard_error
+from .stats import average_interval, excludes_zero, paired_difference
 
 
 COUNT_KEYS = ("num_problems", "num_samples", "num_unscorable", "accuracy_se")
@@ -57,29 +57,40 @@ def _per_problem_accuracy(benchmark: dict) -> list[float]:
     return [p["num_correct"] / n for p in benchmark["problems"]]
 
 
+def compare(reference: dict, model: dict) -> dict:
+    """`model`'s accuracy minus `reference`'s on the benchmarks both have, paired over the same problems.
+
+    Returns:
+        `dict`: `{"benchmarks": {name: [delta, low, high]}, "averages": {domain: [delta, low, high]}}`, the 95% paired
+        interval of [`~glowrl.evaluation.stats.paired_difference`]; a domain average is the unweighted mean of its
+        benchmarks' deltas with a normal interval from their standard errors (a domain of one benchmark keeps that
+        benchmark's interval). Benchmarks and domains are separate keys, so a benchmark named like a domain (a file
+        `in_domain.jsonl`) cannot take the place of the domain's average.
+    """
+    per_benchmark, errors = {}, {domain: [] for domain in DOMAINS}
+    for name, benchmark in model["benchmarks"].items():
+        if name not in reference["benchmarks"]:
+            continue
+        a, b = _per_problem_accuracy(reference["benchmarks"][name]), _per_problem_accuracy(benchmark)
+        delta, low, high, se = paired_difference(a, b, benchmark["metrics"]["num_samples"])
+        per_benchmark[name] = [delta, low, high]
+        errors[benchmark["domain"]].append((name, delta, se))
+    averages = {}
+    for domain, entries in errors.items():
+        if len(entries) == 1:
+            averages[domain] = per_benchmark[entries[0][0]]
+        elif entries:
+            deltas = [delta for _, delta, _ in entries]
+            low, high = average_interval(deltas, [se for _, _, se in entries], clip=False)
+            averages[domain] = [sum(deltas) / len(deltas), low, high]
+    return {"benchmarks": per_benchmark, "averages": averages}
+
+
 def add_deltas(results: dict) -> None:
-    """Give every model after the first `deltas`: its accuracy minus the first model's, per benchmark and domain
-    average, with the paired 95% interval, as `[delta, low, high]`."""
+    """Give every model after the first `deltas`: [`compare`] against the first model."""
     reference = results["models"][0]
     for model in results["models"][1:]:
-        deltas, errors = {}, {domain: [] for domain in DOMAINS}
-        for name, benchmark in model["benchmarks"].items():
-            if name not in reference["benchmarks"]:
-                continue
-            a, b = _per_problem_accuracy(reference["benchmarks"][name]), _per_problem_accuracy(benchmark)
-            deltas[name] = list(paired_interval(a, b))
-            diffs = [y - x for x, y in zip(a, b, strict=True)]
-            errors[benchmark["domain"]].append((deltas[name][0], standard_error(diffs)))
-        for domain, pairs in errors.items():
-            names = [n for n, b in model["benchmarks"].items() if b["domain"] == domain and n in deltas]
-            if len(names) == 1:
-                deltas[domain] = deltas[names[0]]
-            elif pairs:
-                delta = sum(d for d, _ in pairs) / len(pairs)
-                missing = any(math.isnan(e) for _, e in pairs)
-                half = math.nan if missing else Z95 * math.sqrt(sum(e * e for _, e in pairs)) / len(pairs)
-                deltas[domain] = [delta, delta - half, delta + half]
-        model["deltas"] = deltas
+        model["deltas"] = compare(reference, model)
 
 
 def format_value(key: str, value: float | None) -> str:
@@ -120,9 +131,12 @@ def format_markdown(results: dict, ks: list[int]) -> str:
     metrics = ["accuracy", *(f"pass@{k}" for k in ks if k > 1), *(f"maj@{k}" for k in ks)]
     metrics += ["no_answer_rate", "truncated_rate", "entropy", "mean_tokens"]
     config = results["config"]
-    rows = [(name, name, [m["benchmarks"][name]["metrics"] for m in models]) for name in models[0]["benchmarks"]]
+    rows = [
+        (name, ("benchmarks", name), [m["benchmarks"][name]["metrics"] for m in models])
+        for name in models[0]["benchmarks"]
+    ]
     rows += [
-        (f"**{label}**", domain, [m["averages"].get(domain, {}) for m in models])
+        (f"**{label}**", ("averages", domain), [m["averages"].get(domain, {}) for m in models])
         for domain, label in DOMAINS.items()
         if domain in models[0]["averages"]
     ]
@@ -133,9 +147,10 @@ def format_markdown(results: dict, ks: list[int]) -> str:
             f"n = {config['num_samples']} samples per problem, temperature {config['temperature']}, "
             f"top-p {config['top_p']}, at most {config['max_new_tokens']} new tokens, seed {config['seed']}, "
             f"backend {config['backend']}. All columns are percentages (accuracy = pass@1, the mean over samples) "
-            "except entropy (nats per generated token) and mean_tokens. [a, b]: 95% interval (over problems, and "
-            "over samples when n > 1); (+x [a, b]): the difference from the first model with its paired interval, "
-            "`*` when that interval excludes 0."
+            "except entropy (nats per generated token) and mean_tokens. [a, b]: 95% interval over problems "
+            "(Agresti-Coull on the effective number of problems, which counts the samples of one problem as far as "
+            "they vary independently); (+x [a, b]): the difference from the first model with its paired interval "
+            "over the same problems, `*` when that interval excludes 0."
         ),
         "",
         "| benchmark | model | " + " | ".join(metrics) + " |",
@@ -143,7 +158,7 @@ def format_markdown(results: dict, ks: list[int]) -> str:
     ]
     for label, key, per_model in rows:
         for index, (model, values) in enumerate(zip(models, per_model, strict=True)):
-            delta = model.get("deltas", {}).get(key) if index else None
+            delta = model.get("deltas", {}).get(key[0], {}).get(key[1]) if index else None
             cells = [
                 _accuracy_cell(values, delta)
                 if metric == "accuracy"

@@ -15,6 +15,8 @@ benchmark is done; the markdown table goes next to it (same path, `.md`). The JS
 complete, glowrl_version, created, config (the settings, and `k`: the k values in the table)
 models[]: model, name,
     averages: {in_domain, out_of_domain}: benchmarks (names averaged), then each metric's unweighted mean
+    deltas (every model after the first): benchmarks: {name: [delta, low, high]}, averages: {domain: [...]},
+        its accuracy minus the first model's with the paired 95% interval (`report.compare`)
     benchmarks: {name}: kind (math | mc | bbh), domain (in_domain | out_of_domain),
         metrics: num_problems, num_samples, num_unscorable, accuracy, pass@1..pass@n, maj@1..maj@n,
                  no_answer_rate, truncated_rate, mean_tokens, entropy

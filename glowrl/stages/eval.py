@@ -76,12 +76,18 @@ def specs(args: EvalArguments) -> list:
 
     if not (args.benchmarks or args.benchmark_files or args.ood_benchmark_files):
         raise RecipeError("benchmarks: name at least one benchmark or suite, or give benchmark_files")
-    chosen = select_benchmarks(args.benchmarks or [], [], kind=args.benchmark_kind) if args.benchmarks else []
-    for files, domain in ((args.benchmark_files, "in"), (args.ood_benchmark_files, "out")):
-        if files:
-            chosen += select_benchmarks([], files, args.problem_field, args.answer_field, args.benchmark_kind, domain)
-    if len({spec.name for spec in chosen}) < len(chosen):
-        raise RecipeError("benchmark_files: two benchmarks share a name; rename one of the files")
+    names = [Path(path).stem for path in [*(args.benchmark_files or []), *(args.ood_benchmark_files or [])]]
+    if len(set(names)) < len(names):
+        raise RecipeError("benchmark_files, ood_benchmark_files: two files share a name; rename one of them")
+    chosen = select_benchmarks(
+        args.benchmarks or [],
+        args.benchmark_files or [],
+        args.problem_field,
+        args.answer_field,
+        args.benchmark_kind,
+        "in",
+        ood_files=args.ood_benchmark_files or [],
+    )
     return chosen
 
 

@@ -10,6 +10,7 @@ into them. In a pipeline, an unset `model_name_or_path` is the latest earlier mo
 """
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,8 @@ def run(rl_args: RLArguments, *parsed):
     )
     report = None
     if _has_groups(rl_args, training_args, dataset) and int(os.environ.get("RANK", "0")) == 0:
-        report = handoff_report(rl_args, training_args, dataset, model_args.model_name_or_path, resume)
+        rewards = algorithm.trainer_kwargs(*script_args).get("reward_funcs")
+        report = handoff_report(rl_args, training_args, dataset, model_args.model_name_or_path, resume, rewards)
     trainer = train_and_save(
         algorithm.trainer_class,
         rl_args,
@@ -100,7 +102,7 @@ def run(rl_args: RLArguments, *parsed):
     if report is not None and trainer.accelerator.is_main_process:
         try:
             release_memory(trainer)
-            report["after"] = handoff_figures_for(rl_args, training_args, dataset, training_args.output_dir)
+            report["after"] = handoff_figures_for(rl_args, training_args, dataset, training_args.output_dir, rewards)
         except Exception as error:  # noqa: BLE001 - a diagnostic after a saved model must not fail the stage
             report["after_error"] = f"{type(error).__name__}: {error}".splitlines()[0]
             print(
@@ -135,8 +137,10 @@ def _has_groups(rl_args: RLArguments, training_args, dataset) -> bool:
     return rl_args.readiness_prompts > 0 and online and {"prompt", "answer"} <= columns
 
 
-def handoff_figures_for(rl_args: RLArguments, training_args, dataset, model: str) -> dict:
-    """The hand-off figures of `model` on the report's prompts, with the RL run's sampling settings."""
+def handoff_figures_for(rl_args: RLArguments, training_args, dataset, model: str, reward_funcs=None) -> dict:
+    """The hand-off figures of `model` on the report's prompts, with the RL run's sampling settings and its reward
+    functions (the trainer's `reward_funcs`), `reward_weights` and `multi_objective_aggregation`, as TRL combines
+    them."""
     from ..evaluation.readiness import readiness, sample_prompts
 
     rows = dataset.select(sample_prompts(rl_args.readiness_prompts, len(dataset), training_args.seed))
@@ -150,15 +154,19 @@ def handoff_figures_for(rl_args: RLArguments, training_args, dataset, model: str
         training_args.max_completion_length,
         seed=training_args.seed,
         backend="vllm" if getattr(training_args, "use_vllm", False) else "transformers",
+        reward_funcs=reward_funcs,
+        reward_weights=training_args.reward_weights,
+        aggregation=getattr(training_args, "multi_objective_aggregation", "sum_then_normalize"),
+        columns={column: list(rows[column]) for column in rows.column_names},
     )
 
 
-def handoff_report(rl_args: RLArguments, training_args, dataset, model: str, resume) -> dict:
+def handoff_report(rl_args: RLArguments, training_args, dataset, model: str, resume, reward_funcs=None) -> dict:
     """The report before RL (kept from the first attempt when the run resumes), printed with its advice."""
     path = Path(training_args.output_dir) / HANDOFF_NAME
     if resume and path.is_file():
         return {"before": json.loads(path.read_text())["before"]}
-    before = handoff_figures_for(rl_args, training_args, dataset, model)
+    before = handoff_figures_for(rl_args, training_args, dataset, model, reward_funcs)
     print(handoff_text("before RL", before))
     return {"before": before}
 
@@ -172,16 +180,26 @@ def handoff_summary(output_dir: str) -> str | None:
     return "\n".join(handoff_text(f"{when} RL", report[when]) for when in ("before", "after") if when in report)
 
 
+def _figure(value, spec: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
 def handoff_text(when: str, figures: dict) -> str:
     """The report's figures in a few lines (and its advice, as a warning)."""
-    g, nan = figures["num_generations"], float("nan")
+    g = figures["num_generations"]
+    unscorable = figures.get("unscorable_prompts", 0)
+    apart = f", {unscorable} with an unparseable gold counted apart" if unscorable else ""
     lines = [
         (
-            f"hand-off report, {when} ({figures['prompts']} prompts x {g} generations): mean reward "
-            f"{figures.get('mean_reward', nan):.3f}, pass@{g} {figures.get(f'pass@{g}', nan):.3f}, groups all correct "
-            f"{figures.get('share_all_correct', nan):.1%} / all wrong {figures.get('share_all_wrong', nan):.1%}, "
-            f"entropy {figures['entropy']:.3f} nats (p10-p90 over prompts {figures['entropy_p10']:.3f}-"
-            f"{figures['entropy_p90']:.3f}), truncated {figures['truncation_rate']:.1%}"
+            f"hand-off report, {when} ({figures['prompts']} prompts x {g} generations{apart}): mean reward "
+            f"{_figure(figures.get('mean_reward'), '.3f')} (the recipe's reward functions and weights), groups with "
+            f"no reward variance {_figure(figures.get('share_no_signal'), '.1%')}; accuracy "
+            f"{_figure(figures.get('accuracy'), '.3f')}, pass@{g} {_figure(figures.get(f'pass@{g}'), '.3f')}, groups "
+            f"all correct {_figure(figures.get('share_all_correct'), '.1%')} / all wrong "
+            f"{_figure(figures.get('share_all_wrong'), '.1%')}, entropy {_figure(figures.get('entropy'), '.3f')} nats "
+            f"(p10-p90 over prompts {_figure(figures.get('entropy_p10'), '.3f')}-"
+            f"{_figure(figures.get('entropy_p90'), '.3f')}), "
+            f"truncated {_figure(figures.get('truncation_rate'), '.1%')}"
         )
     ]
     if figures.get("advice"):

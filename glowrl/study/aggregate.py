@@ -106,14 +106,27 @@ def _percent(key: str) -> bool:
     return not key.endswith(("entropy", "loss", "reward"))
 
 
-def _value(key: str, value: float) -> str:
+def _decimals(key: str, value: float, low: float = math.nan, high: float = math.nan) -> int:
+    """Decimals that show a figure: the metric's usual ones (1 for %, 3 otherwise), more when the value (or, if
+    wider, the interval's half-width) is smaller, so that two significant digits show (-7.4e-05 is not -0.000)."""
+    scale = 100 if _percent(key) else 1
+    half = (high - low) / 2 if not (math.isnan(low) or math.isnan(high)) else 0.0
+    magnitude = scale * max(abs(value), half)
+    usual = 1 if _percent(key) else 3
+    if magnitude == 0 or math.isnan(magnitude):
+        return usual
+    return max(usual, min(12, 1 - math.floor(math.log10(magnitude))))
+
+
+def _value(key: str, value: float, decimals: int | None = None) -> str:
     if math.isnan(value):
         return "–"
-    return f"{100 * value:.1f}" if _percent(key) else f"{value:.3f}"
+    decimals = _decimals(key, value) if decimals is None else decimals
+    return f"{100 * value:.{decimals}f}" if _percent(key) else f"{value:.{decimals}f}"
 
 
-def _interval(key: str, low: float, high: float) -> str:
-    return "" if math.isnan(low) else f" [{_value(key, low)}, {_value(key, high)}]"
+def _interval(key: str, low: float, high: float, decimals: int) -> str:
+    return "" if math.isnan(low) else f" [{_value(key, low, decimals)}, {_value(key, high, decimals)}]"
 
 
 def headline_metrics(aggregated: dict) -> list[str]:
@@ -132,15 +145,21 @@ def headline_metrics(aggregated: dict) -> list[str]:
 
 
 def _cell(key: str, figure: dict | None) -> str:
-    return "–" if figure is None else _value(key, figure["mean"]) + _interval(key, figure["low"], figure["high"])
+    if figure is None:
+        return "–"
+    decimals = _decimals(key, figure["mean"], figure["low"], figure["high"])
+    return _value(key, figure["mean"], decimals) + _interval(key, figure["low"], figure["high"], decimals)
 
 
 def _difference(key: str, d: dict | None) -> str:
+    """`+x [a, b]*`: the star only for an interval of positive width that excludes 0 (identical seeds give a
+    zero-width interval, which is no evidence)."""
     if d is None:
         return "–"
+    decimals = _decimals(key, d["delta"], d["low"], d["high"])
     sign = "+" if d["delta"] >= 0 else "-"
     star = "*" if excludes_zero(d["low"], d["high"]) else ""
-    return f"{sign}{_value(key, abs(d['delta']))}{_interval(key, d['low'], d['high'])}{star}"
+    return f"{sign}{_value(key, abs(d['delta']), decimals)}{_interval(key, d['low'], d['high'], decimals)}{star}"
 
 
 def study_markdown(study: dict) -> str:
@@ -167,7 +186,10 @@ def study_markdown(study: dict) -> str:
             "",
             f"## Differences from `{reference}`, paired by seed",
             "",
-            "Arm minus reference on the same seeds, mean [95% paired t-interval]; `*` when the interval excludes 0.",
+            (
+                "Arm minus reference on the same seeds, mean [95% paired t-interval]; `*` when the interval excludes "
+                "0 and has a width (seeds that agree exactly measure no spread)."
+            ),
             "",
             "| metric | " + " | ".join(f"{arm} − {reference}" for arm in others) + " |",
             "|---|" + "---|" * len(others),
