@@ -131,9 +131,9 @@ def vllm_serve_command(**script_args) -> list[str]:
     `VLLM_SERVER_DEV_MODE=1`. Needs no vLLM to build."""
     from trl.scripts.vllm_serve import ScriptArguments, build_command
 
-    from .vllm_support import on_cpu
+    from .vllm_support import on_cpu, runnable_serve_command
 
-    command = build_command(ScriptArguments(**script_args))
+    command = runnable_serve_command(build_command(ScriptArguments(**script_args)))
     if on_cpu():  # NCCL needs CUDA: glowrl's gloo weight transfer (`glowrl.vllm_gloo`)
         from .vllm_gloo import cpu_serve_command
 

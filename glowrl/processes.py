@@ -6,7 +6,8 @@ the pipeline records the stage as interrupted. If the pipeline itself is killed 
 SIGTERM from the kernel (`PR_SET_PDEATHSIG`), and each stage process started under it asks for the same
 ([`die_with_parent`], which `glowrl <stage>` calls when the pipeline started it), so nothing keeps training unrecorded.
 Linux only for the parent-death signal; elsewhere only the forwarding applies. [`run_parallel`] does the same for
-several commands at a time (the runs of a study). Standard library only.
+several commands at a time (the runs of a study). [`run_apart`] calls a function in a fresh interpreter (for work that
+must not inherit this process's state). Standard library only.
 """
 
 import contextlib
@@ -138,3 +139,39 @@ def run_parallel(
     if received:
         raise RunInterrupted(received[0])
     return statuses
+
+
+def run_apart(fn, *args):
+    """`fn(*args)` in a fresh Python process (spawned, not forked), returning its result.
+
+    For work that must not inherit this process's state: a vLLM engine started after a colocated one ran here
+    (vLLM's distributed state is not torn down with its engine: a second engine in the same process fails with
+    "Process group ... is not initialized in the world group map"). `fn`, `args` and the result must pickle.
+
+    Raises:
+        RuntimeError: with the first line of the error `fn` raised, or the exit status of a process that died.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_call_and_send, args=(send, fn, args))
+    process.start()
+    send.close()
+    try:
+        ok, value = receive.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(f"the process ended with status {process.exitcode} before it returned") from None
+    process.join()
+    if not ok:
+        raise RuntimeError(value)
+    return value
+
+
+def _call_and_send(send, fn, args) -> None:
+    try:
+        result = (True, fn(*args))
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
+        result = (False, f"{type(error).__name__}: {error}".splitlines()[0])
+    send.send(result)

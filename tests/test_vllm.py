@@ -348,5 +348,5 @@ def test_cuda_builds_beside_a_cpu_torch_are_named_with_their_fix(monkeypatch):
 
     monkeypatch.setattr(metadata, "version", version)
     monkeypatch.setattr("torch.version.cuda", None)
-    with pytest.raises(GlowrlError, match=r"torchvision is a CUDA build .* pip uninstall -y torchvision$"):
+    with pytest.raises(GlowrlError, match=r"torchvision is a CUDA build .* pip uninstall -y torchvision \(glowrl"):
         require_vllm("backend: vllm")

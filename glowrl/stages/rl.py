@@ -102,7 +102,13 @@ def run(rl_args: RLArguments, *parsed):
     if report is not None and trainer.accelerator.is_main_process:
         try:
             release_memory(trainer)
-            report["after"] = handoff_figures_for(rl_args, training_args, dataset, training_args.output_dir, rewards)
+            after = (rl_args, training_args, dataset, training_args.output_dir, rewards)
+            if getattr(training_args, "use_vllm", False) and training_args.vllm_mode == "colocate":
+                from ..processes import run_apart  # a second vLLM engine cannot start where the colocated one ran
+
+                report["after"] = run_apart(handoff_figures_for, *after)
+            else:
+                report["after"] = handoff_figures_for(*after)
         except Exception as error:  # noqa: BLE001 - a diagnostic after a saved model must not fail the stage
             report["after_error"] = f"{type(error).__name__}: {error}".splitlines()[0]
             print(
