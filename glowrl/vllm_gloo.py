@@ -36,7 +36,7 @@ def gloo_group(host: str, port: int, rank: int, world_size: int):
 
 
 def broadcast(group, tensor) -> None:
-    group.broadcast([tensor], 0).wait()
+    group.broadcast(tensor, 0).wait()
 
 
 def repack_vocab_layers(model) -> None:
