@@ -73,3 +73,8 @@ def test_vllm_serve_command_is_trls_server_with_weight_transfer():
     assert command[command.index("--port") + 1] == "8123"
     assert command[command.index("--tensor-parallel-size") + 1] == "2"
     assert "--weight-transfer-config" in command  # the endpoint TRL's client pushes the policy's weights through
+
+
+def test_sft_trainer_keeps_its_training_chat_template_on_self():
+    # glowrl.glow.resume records it: with assistant_only_loss, SFTTrainer tokenizes with this template
+    assert "self.chat_template = " in inspect.getsource(trl.SFTTrainer.__init__)
