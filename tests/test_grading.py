@@ -288,9 +288,10 @@ def test_equations_with_different_values_are_never_equal(gold, pred):
 
 
 def test_equations_in_many_unknowns_are_decided_well_under_the_deadline():
-    """Two of Minerva-Math's differential equations: math-verify solved each for all its unknowns at once (minutes;
-    the grader cut it at its 5 s deadline and scored 0 even for an equal pair). Timed with a 60 s deadline, so the
-    time measured is the grader's own; the bound is generous for a loaded machine."""
+    """Two of Minerva-Math's differential equations: math-verify solved each for all its unknowns at once (26 s on a
+    loaded 2-core machine; the grader cut it at its 5 s deadline), and the circuit's equation multiplied through by LC
+    was not equal to it. Timed with a 60 s deadline, so the time measured is the grader's own; the bound is generous
+    for a loaded machine."""
     circuit = r"\frac{d^{2} v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}"
     pendulum = r"m l \ddot{\theta}(t)-m g \sin \theta(t)=f(t) \cos \theta(t)"
     scaled = r"L C \frac{d^{2} v_{o}}{d t^{2}}+v_{o}=v_{i}"
