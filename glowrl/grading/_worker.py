@@ -131,7 +131,9 @@ def _free_symbols(expr):
 
 
 def _monomial_multiple(gold, pred) -> bool:
-    """Whether one equation is the other times a nonzero constant or monomial (`2x = 4` and `x = 2`)."""
+    """Whether one equation is the other times a nonzero number and powers of its unknowns (`LC v'' + v = v_i` and
+    `v'' + v/(LC) = v_i/(LC)`). Used for equations in three or more unknowns only, where such a factor's unknowns are
+    a formula's parameters (`x = 1` times x is `x^2 - x = 0`, which has another solution)."""
     from sympy import Mul, cancel, nan, oo, together, zoo
 
     ratio = cancel(together((gold.lhs - gold.rhs) / (pred.lhs - pred.rhs)))
@@ -182,10 +184,8 @@ def patch_math_verify() -> None:
     def solve_then_compare(gold, pred, float_rounding, numeric_precision):
         if not (isinstance(gold, Eq) and isinstance(pred, Eq)):
             return len(gold.free_symbols) <= 2 and solve_and_compare(gold, pred, float_rounding, numeric_precision)
-        if _monomial_multiple(gold, pred):
-            return True
-        if len(gold.free_symbols) > 2:
-            return False  # solving for three or more unknowns at once is what takes tens of seconds
+        if len(gold.free_symbols) > 2:  # solving for three or more unknowns at once takes tens of seconds
+            return _monomial_multiple(gold, pred)
         solved_gold = list(ordered(solve(gold, gold.free_symbols)))
         solved_pred = list(ordered(solve(pred, pred.free_symbols)))
         if not solved_gold or len(solved_gold) != len(solved_pred):
