@@ -77,6 +77,11 @@ def trainer_name(trainer) -> str:
     return getattr(trainer, "_name", type(trainer).__name__)
 
 
+def training_chat_template(trainer) -> str | None:
+    """The chat template SFTTrainer tokenizes with when it swaps in its own (`assistant_only_loss`), else `None`."""
+    return getattr(trainer, "chat_template", None)
+
+
 def completion_token_mask(inputs: dict):
     """The tokens GRPO/RLOO's loss counts: `completion_mask`, times `tool_mask` when tool calls were made."""
     mask = inputs["completion_mask"]

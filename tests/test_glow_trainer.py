@@ -50,6 +50,7 @@ def sft_reference(tiny_model_dir, tokenizer, dataset, tmp_path_factory):
     "glow_kwargs",
     [
         {"glow": False},  # GLOW off is plain SFT
+        {"glow": False, "glow_log_samples": True},  # and stays so while logging the baseline's per-sample losses
         {"glow": True, "glow_reduction": "token"},  # first epoch is unweighted, token reduction is TRL's
     ],
 )
@@ -250,6 +251,24 @@ def test_duplicate_sample_ids_are_refused(tiny_model_dir, tokenizer, dataset, tm
         make_trainer(tiny_model_dir, tokenizer, duplicated, tmp_path, num_train_epochs=1)
 
 
+def test_baseline_logs_its_per_sample_losses_with_weight_one(tiny_model_dir, tokenizer, dataset, tmp_path):
+    """glow: false with glow_log_samples: the same glow_samples.jsonl as a GLOW arm, every weight 1."""
+    trainer = make_trainer(
+        tiny_model_dir, tokenizer, dataset, tmp_path, num_train_epochs=2, glow=False, glow_log_samples=True
+    )
+    trainer.train()
+    visits = read_jsonl(tmp_path / "glow_samples.jsonl")
+    assert len(visits) == 2 * len(dataset)
+    assert all(v["weight"] == 1.0 for v in visits)
+    loss_at = {(v["epoch"], v["sample_id"]): v["loss"] for v in visits}
+    for v in visits:
+        assert v["correct"] in (True, False) and math.isfinite(v["loss"])
+        if v["epoch"] == 1:
+            assert v["prev_loss"] == pytest.approx(loss_at[(0, v["sample_id"])], rel=1e-6)
+            assert v["gain"] == pytest.approx(v["prev_loss"] - v["loss"], abs=1e-9)
+    assert not any(key.startswith("glow/") for entry in trainer.state.log_history for key in entry)
+
+
 def test_resume_on_other_data_of_the_same_size_is_refused(tiny_model_dir, tokenizer, dataset, tmp_path):
     trainer = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, num_train_epochs=1, save_strategy="epoch")
     trainer.train()
@@ -258,6 +277,84 @@ def test_resume_on_other_data_of_the_same_size_is_refused(tiny_model_dir, tokeni
     other = dataset.remove_columns("completion").add_column("completion", completions)
     with pytest.raises(ValueError, match="trained on other data of the same size"):
         make_trainer(tiny_model_dir, tokenizer, other, tmp_path, num_train_epochs=2).train(str(checkpoint))
+
+
+def test_resume_on_other_pretokenized_data_of_the_same_size_is_refused(tiny_model_dir, tokenizer, dataset, tmp_path):
+    """Pre-tokenized rows (input_ids + completion_mask) are fingerprinted too: other tokens, same size, refused."""
+    prepared = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path / "prepare", num_train_epochs=1)
+    rows = prepared.train_dataset
+    masks = [[int(label != -100) for label in labels] for labels in rows["labels"]]
+    tokenized = rows.select_columns(["sample_id", "input_ids"]).add_column("completion_mask", masks)
+    trainer = make_trainer(tiny_model_dir, tokenizer, tokenized, tmp_path, num_train_epochs=1, save_strategy="epoch")
+    trainer.train()
+    checkpoint = tmp_path / f"checkpoint-{trainer.state.global_step}"
+    swapped = [ids[:-2] + ids[-1:] + ids[-2:-1] for ids in tokenized["input_ids"]]  # the last two tokens swapped
+    other = tokenized.remove_columns("input_ids").add_column("input_ids", swapped)
+    with pytest.raises(ValueError, match="trained on other data of the same size"):
+        make_trainer(tiny_model_dir, tokenizer, other, tmp_path, num_train_epochs=2).train(str(checkpoint))
+
+
+@pytest.fixture(scope="module")
+def checkpoint_1024(tiny_model_dir, tokenizer, dataset, tmp_path_factory):
+    """A GLOW checkpoint after one epoch at max_length 1024 (nothing truncated)."""
+    out = tmp_path_factory.mktemp("checkpoint_1024")
+    trainer = make_trainer(
+        tiny_model_dir, tokenizer, dataset, out, num_train_epochs=1, save_strategy="epoch", max_length=1024
+    )
+    trainer.train()
+    return out / f"checkpoint-{trainer.state.global_step}"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_length": 2048}, "max_length is 2048 but .* max_length: 1024, which changes the tokens"),
+        ({"completion_only_loss": False}, "completion_only_loss is False but .* completion_only_loss: None"),
+        ({"truncation_mode": "keep_end"}, "set truncation_mode: 'keep_start'"),
+        ({"chat_template": "{{ messages }}"}, "the chat template differs"),
+    ],
+)
+def test_resume_with_other_tokenization_settings_is_refused_by_name(
+    tiny_model_dir, tokenizer, dataset, tmp_path, checkpoint_1024, change, message
+):
+    changed = AutoTokenizer.from_pretrained(tiny_model_dir)
+    if "chat_template" in change:
+        changed.chat_template = tokenizer.chat_template + change.pop("chat_template")
+    settings = {"per_device_train_batch_size": 8, "num_train_epochs": 2, "max_length": 1024, **change}
+    args = GLOWConfig(**cpu_training_args(tmp_path, **settings))
+    trainer = GLOWTrainer(model=tiny_model_dir, args=args, train_dataset=dataset, processing_class=changed)
+    with pytest.raises(ValueError, match=message):
+        trainer.train(str(checkpoint_1024))
+
+
+def test_resume_from_a_checkpoint_without_fingerprints_is_refused(
+    tiny_model_dir, tokenizer, dataset, tmp_path, checkpoint_1024
+):
+    """A glow_state.pt as older glowrl wrote it (no version, no fingerprint) cannot be checked, so it is refused."""
+    import shutil
+
+    checkpoint = tmp_path / checkpoint_1024.name
+    shutil.copytree(checkpoint_1024, checkpoint)
+    state = torch.load(checkpoint / "glow_state.pt", weights_only=True)
+    torch.save(
+        {"loss_history": state["loss_history"], "num_samples": state["num_samples"]}, checkpoint / "glow_state.pt"
+    )
+    trainer = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, num_train_epochs=2, max_length=1024)
+    with pytest.raises(ValueError, match="has no fingerprint of its training data and tokenization"):
+        trainer.train(str(checkpoint))
+
+
+def test_compute_loss_func_set_after_construction_is_refused(tiny_model_dir, tokenizer, dataset, tmp_path):
+    def loss_func(outputs, labels, num_items_in_batch=None):
+        return outputs.loss
+
+    trainer = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path / "glow", num_train_epochs=1)
+    with pytest.raises(ValueError, match="compute_loss_func replaces the per-token loss"):
+        trainer.compute_loss_func = loss_func
+    assert trainer.compute_loss_func is None
+    baseline = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path / "sft", num_train_epochs=1, glow=False)
+    baseline.compute_loss_func = loss_func  # plain SFT keeps TRL's option
+    assert baseline.compute_loss_func is loss_func
 
 
 def test_compute_loss_func_and_context_parallelism_are_refused(tiny_model_dir, tokenizer, dataset, tmp_path):

@@ -237,3 +237,68 @@ def test_every_shipped_math_gold_parses_and_matches_itself_only():
         golds = [str(row["answer"]) for row in read_jsonl(REPO / f"glowrl/assets/eval_sets/{name}.jsonl")]
         own = verify_batch([rf"\boxed{{{g}}}" for g in golds], golds)
         assert own == [1.0] * len(golds), (name, [g for g, s in zip(golds, own, strict=True) if s != 1.0][:5])
+
+
+# Answers a reader reads as answers (issue 22), each gold with forms a model writes for it and a wrong form.
+READABLE_GOLDS = [
+    (r"No solution : $\oslash$", [r"\text{No solution}", r"\emptyset", r"\varnothing", "∅"], "0"),
+    (r"\text{no real solutions}", [r"\emptyset", r"\text{No solution}"], r"\mathbb{R}"),
+    (r"\varnothing", [r"\emptyset", r"\{\}"], r"\{0\}"),
+    (r"$x<-7:(-\infty,-7)$", [r"(-\infty,-7)", "x<-7"], r"(-\infty,7)"),
+    (
+        r"$\{$ All real numbers. $\}: \mathbb{R}$",
+        [r"\mathbb{R}", r"(-\infty,\infty)", r"\text{all real numbers}"],
+        "0",
+    ),
+    (r"x=\frac{\mathrm{gb}}{a}", [r"x=\frac{gb}{a}", r"x=\frac{b g}{a}"], r"x=\frac{b}{a}"),
+    (r"11\,111\,111\,100", ["11111111100", "11,111,111,100"], "11111111000"),
+    (r"1\,000\,000", ["1000000", "10^6"], "1000"),
+    ("b > a > c", ["b>a>c", "c<a<b"], "a>b>c"),
+    (
+        r"\frac{d^{2} v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}",
+        [r"L C \frac{d^{2} v_{o}}{d t^{2}}+v_{o}=v_{i}"],
+        r"L C \frac{d^{2} v_{o}}{d t^{2}}+v_{o}=2 v_{i}",
+    ),
+]
+
+
+@pytest.mark.parametrize(("gold", "right", "wrong"), READABLE_GOLDS, ids=[g for g, _, _ in READABLE_GOLDS])
+def test_answers_a_reader_reads_as_answers_are_recalled_and_only_they(gold, right, wrong):
+    assert verify_batch([rf"\boxed{{{r}}}" for r in right], [gold] * len(right)) == [1.0] * len(right)
+    assert verify_answer(rf"\boxed{{{wrong}}}", gold) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("gold", "pred"),
+    [
+        # Both equations have no solution (an absolute value or determinant is never negative): math-verify 0.9
+        # compared their two empty solution lists and called them equal.
+        (
+            r"\left|\begin{array}{cc}1 & 2 \\ 3 & x\end{array}\right|=-32",
+            r"\left|\begin{array}{cc}1 & 2 \\ 3 & x\end{array}\right|=-6",
+        ),
+        ("|x|=-32", "|x|=-6"),
+        ("x^2=-1", "x^2=-4"),
+        ("x=1", "y=1"),
+        ("x=1", "x^2-x=0"),  # x = 1 times x: one more solution
+        ("x+y+z=1", "x+y+z=2"),
+    ],
+)
+def test_equations_with_different_values_are_never_equal(gold, pred):
+    assert answers_match(pred, gold) is False
+    assert answers_match(gold, gold) is True
+
+
+def test_equations_in_many_unknowns_are_decided_well_under_the_deadline():
+    """Two of Minerva-Math's differential equations: math-verify solved each for all its unknowns at once (26 s on a
+    loaded 2-core machine; the grader cut it at its 5 s deadline), and the circuit's equation multiplied through by LC
+    was not equal to it. Timed with a 60 s deadline, so the time measured is the grader's own; the bound is generous
+    for a loaded machine."""
+    circuit = r"\frac{d^{2} v_{o}}{d t^{2}}+\frac{v_{o}}{L C}=\frac{v_{i}}{L C}"
+    pendulum = r"m l \ddot{\theta}(t)-m g \sin \theta(t)=f(t) \cos \theta(t)"
+    scaled = r"L C \frac{d^{2} v_{o}}{d t^{2}}+v_{o}=v_{i}"
+    verify_batch([r"\boxed{1}"], ["2"])  # a worker started outside the clock
+    for pred, gold, expected in ((pendulum, circuit, False), (circuit, pendulum, False), (scaled, circuit, True)):
+        start = time.perf_counter()
+        assert answers_match(pred, gold, timeout=60.0) is expected
+        assert time.perf_counter() - start < 4.0, (pred, gold)

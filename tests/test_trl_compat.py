@@ -90,3 +90,8 @@ def test_the_vllm_hooks_glowrl_replaces_on_a_cpu_still_exist():
 
     assert hasattr(generation, "VLLMClient") and callable(generation.VLLMGeneration._iter_named_params)
     assert "vllm_generation = VLLMGeneration(" in inspect.getsource(trl.GRPOTrainer.__init__)
+
+
+def test_sft_trainer_keeps_its_training_chat_template_on_self():
+    # glowrl.glow.resume records it: with assistant_only_loss, SFTTrainer tokenizes with this template
+    assert "self.chat_template = " in inspect.getsource(trl.SFTTrainer.__init__)

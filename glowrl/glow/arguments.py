@@ -49,7 +49,8 @@ class GLOWArguments:
             under gradient accumulation and multi-process training.
         glow_log_samples (`bool`, *optional*, defaults to `False`):
             Whether to write one JSON line per sample visit to `<output_dir>/glow_samples.jsonl` with keys `epoch`,
-            `step`, `sample_id`, `loss`, `prev_loss`, `gain`, `weight`, and `correct` when the dataset has it.
+            `step`, `sample_id`, `loss`, `prev_loss`, `gain`, `weight`, and `correct` when the dataset has it. With
+            `glow=False` it logs the baseline's per-sample losses (weight 1) in the same format, training unchanged.
     """
 
     glow: bool = field(
@@ -79,7 +80,10 @@ class GLOWArguments:
     )
     glow_log_samples: bool = field(
         default=False,
-        metadata={"help": "Whether to write one JSON line per sample visit to <output_dir>/glow_samples.jsonl."},
+        metadata={
+            "help": "Whether to write one JSON line per sample visit to <output_dir>/glow_samples.jsonl (with glow: "
+            "false too: the baseline's per-sample losses, weight 1)."
+        },
     )
 
 

@@ -25,6 +25,13 @@ class GLOWConfig(GLOWArguments, SFTConfig):
         super().__post_init__()
         check_glow_arguments(self)
         if not self.glow:
+            # A baseline's per-sample log needs each sample's own loss, as GLOW does; its loss is TRL's, untouched.
+            for failed, name in ((self.packing, "packing"), (self.padding_free, "padding_free")):
+                if failed and self.glow_log_samples:
+                    raise RecipeError(
+                        f"{name} merges samples into one row, so glow_log_samples cannot log per-sample losses; set "
+                        f"{name}: false, or glow_log_samples: false"
+                    )
             return
         # Each of these loses per-sample identity or replaces the per-token loss GLOW reweights.
         checks = [

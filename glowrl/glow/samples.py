@@ -31,9 +31,10 @@ def with_sample_index(dataset):
 
 
 def data_fingerprint(dataset) -> str:
-    """A hash of every training row's id and content, in order: a resume must see the very same data."""
-    columns = [c for c in ("sample_id", "prompt", "completion", "messages", "text") if c in dataset.column_names]
-    digest = hashlib.sha256()
+    """A hash of every training row, every column (ids, text, pre-tokenized `input_ids`, masks, labels), in order: a
+    resume must see the very same data."""
+    columns = sorted(c for c in dataset.column_names if c != INDEX_COLUMN)
+    digest = hashlib.sha256(json.dumps(columns).encode())
     for row in dataset.select_columns(columns):
         digest.update(json.dumps(row, sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -19,24 +19,23 @@ How this differs from the published code (a LLaMA-Factory fork), and why:
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
-from .._trl_compat import FUSED_LM_HEAD_FLAG, checkpoint_dir
+from .._trl_compat import FUSED_LM_HEAD_FLAG, checkpoint_dir, training_chat_template
 from ..checkpoints import last_complete_checkpoint
 from ..errors import RecipeError
 from ..io import read_trainer_state, write_text_atomic
 from .arguments import check_parallelism
 from .config import GLOWConfig
+from .resume import read_state, token_fingerprint, tokenization_settings, write_state
 from .samples import INDEX_COLUMN, SampleIndexCollator, data_fingerprint, with_sample_index
 from .weights import glow_weights
 
 
-GLOW_STATE_NAME = "glow_state.pt"
 GLOW_SAMPLES_NAME = "glow_samples.jsonl"
 # Columns of a pending visit row (float64 keeps sample indices exact up to 2**53).
 _ID, _STEP, _EPOCH, _LOSS, _PREV, _WEIGHT = range(6)
@@ -65,6 +64,8 @@ class _GLOWForward:
         num_tokens = outputs.label_mask.sum(-1).clamp(min=1)  # (B,)
         sample_loss = -outputs.log_probs.detach().sum(-1) / num_tokens  # (B,) mean token NLL of each sample
         weights = self.trainer._glow_visit(self.sample_ids, sample_loss)  # (B,)
+        if not self.trainer.args.glow:
+            return outputs  # glow: false with glow_log_samples: the visit is logged, the loss is TRL's, untouched
         if self.trainer.args.glow_reduction == "token":
             scale = weights
         else:
@@ -102,8 +103,10 @@ class GLOWTrainer(SFTTrainer):
     ([`glow_weights`] of its inter-epoch gain), computed from the same fused forward as the loss. For that it carries
     each sample's index through the collator, keeps the per-sample loss history (4 bytes a sample, whatever the
     dataset's `sample_id` values: any unique values, the row index when there is no such column), and saves it in
-    every checkpoint with a fingerprint of the data, so a resume on other data is refused. Evaluation loss is
-    unweighted and never touches the history. With `args.glow=False` it is exactly [`~trl.SFTTrainer`].
+    every checkpoint with fingerprints of the data and its tokens, so a resume on other data or tokens is refused
+    (`glowrl.glow.resume`). Evaluation loss is unweighted and never touches the history. With `args.glow=False` it
+    trains exactly as [`~trl.SFTTrainer`]; with `glow_log_samples` as well, it logs the same per-sample losses
+    (weight 1) to `glow_samples.jsonl`, so a baseline arm can be compared with a GLOW arm sample by sample.
 
     Logged on top of SFT's metrics: `glow/weight_mean`, `glow/weight_std`, `glow/weight_min`, `glow/weight_max` (over
     the sample visits since the last log), `glow/gain_mean` and `glow/frac_regressed` (share of gains < 0) over the
@@ -116,22 +119,21 @@ class GLOWTrainer(SFTTrainer):
     def __init__(self, model, args: GLOWConfig | None = None, train_dataset=None, **kwargs):
         if args is None:
             args = GLOWConfig(output_dir="glow-output")
-        self._glow_on = args.glow and train_dataset is not None
+        # Per-sample losses are tracked (history, log, checkpoint state) for GLOW and for a baseline's log; weighted
+        # only for GLOW (`args.glow`).
+        self._glow_on = (args.glow or args.glow_log_samples) and train_dataset is not None
         if self._glow_on:
-            if kwargs.get("compute_loss_func") is not None:
-                raise RecipeError(
-                    "compute_loss_func replaces the per-token loss that GLOW reweights, so GLOW would silently train "
-                    "unweighted; drop compute_loss_func, or set glow: false"
-                )
             train_dataset, self._glow_ids = with_sample_index(train_dataset)
             self._glow_fingerprint = data_fingerprint(train_dataset)
         output_dir_existed = Path(args.output_dir).exists()
         super().__init__(model, args=args, train_dataset=train_dataset, **kwargs)
         if not self._glow_on:
             return
+        self._glow_settings = tokenization_settings(args, self.processing_class, training_chat_template(self))
+        self._glow_tokens = None  # token_fingerprint of the tokenized data, computed when first needed
         check_parallelism(self.accelerator.parallelism_config, "the accelerate config")
         dropped = sorted(set(range(len(self._glow_ids))) - set(self.train_dataset[INDEX_COLUMN]))
-        if dropped:
+        if dropped and args.glow:
             output_dir = Path(self.args.output_dir)
             if not output_dir_existed and output_dir.is_dir() and not any(output_dir.iterdir()):
                 output_dir.rmdir()  # Trainer.__init__ made it; a refused run leaves nothing behind
@@ -156,6 +158,21 @@ class GLOWTrainer(SFTTrainer):
         self.data_collator = SampleIndexCollator(self.data_collator)
         self.add_callback(_GLOWHistorySync(self))
 
+    @property
+    def compute_loss_func(self):
+        return self.__dict__.get("_compute_loss_func")
+
+    @compute_loss_func.setter
+    def compute_loss_func(self, value):
+        # A property, so that the refusal holds however it is set: the constructor (Trainer.__init__ assigns it) or
+        # an assignment afterwards.
+        if value is not None and self.__dict__.get("_glow_on") and self.args.glow:
+            raise RecipeError(
+                "compute_loss_func replaces the per-token loss that GLOW reweights, so GLOW would silently train "
+                "unweighted; drop compute_loss_func, or set glow: false"
+            )
+        self.__dict__["_compute_loss_func"] = value
+
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         if self._glow_on and INDEX_COLUMN not in self._signature_columns:
@@ -171,7 +188,7 @@ class GLOWTrainer(SFTTrainer):
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if self._glow_on and self.args.glow_reduction == "sample":
+        if self._glow_on and self.args.glow and self.args.glow_reduction == "sample":
             # Number of samples in this optimizer step, counted like `num_items_in_batch` counts tokens.
             num_samples = torch.tensor(sum(len(b[INDEX_COLUMN]) for b in batch_samples), device=device)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
@@ -193,7 +210,7 @@ class GLOWTrainer(SFTTrainer):
             args.glow_min_weight,
             args.glow_max_weight,
         )
-        weights = torch.where(weighted, weights, torch.ones_like(weights))
+        weights = torch.where(weighted & args.glow, weights, torch.ones_like(weights))
         visit = torch.stack(
             [
                 sample_ids.double(),
@@ -206,7 +223,8 @@ class GLOWTrainer(SFTTrainer):
             dim=1,
         )  # (B, 6)
         self._glow_pending.append(visit)
-        self._glow_window.append(visit[:, _LOSS:])  # loss, prev, weight (a slice: no index copy to the device)
+        if args.glow:  # the glow/* metrics are GLOW's; a baseline's log has them per sample
+            self._glow_window.append(visit[:, _LOSS:])  # loss, prev, weight (a slice: no index copy to the device)
         return weights
 
     def _sync_glow_history(self):
@@ -253,7 +271,7 @@ class GLOWTrainer(SFTTrainer):
                 f.write(json.dumps(row) + "\n")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self._glow_on and self.model.training:
+        if self._glow_on and self.args.glow and self.model.training:
             logs.update(self._glow_window_metrics())
         super().log(logs, start_time)
 
@@ -298,12 +316,8 @@ class GLOWTrainer(SFTTrainer):
         self._sync_glow_history()
         super()._save_checkpoint(model, trial)
         if self._glow_on and self.args.should_save:
-            state = {
-                "loss_history": self._glow_history.cpu(),
-                "num_samples": len(self._glow_history),
-                "fingerprint": self._glow_fingerprint,
-            }
-            torch.save(state, os.path.join(checkpoint_dir(self, trial), GLOW_STATE_NAME))
+            fingerprints = (self._glow_fingerprint, self._glow_settings, self._token_fingerprint())
+            write_state(checkpoint_dir(self, trial), self._glow_history, *fingerprints)
 
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         if self._glow_on:
@@ -318,27 +332,17 @@ class GLOWTrainer(SFTTrainer):
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
 
     def _load_glow_state(self, checkpoint: str):
-        path = Path(checkpoint) / GLOW_STATE_NAME
-        if not path.is_file():
-            raise RecipeError(
-                f"resume_from_checkpoint: {checkpoint} has no {GLOW_STATE_NAME}, so the GLOW loss history cannot be "
-                "restored; resume from a checkpoint written by GLOWTrainer, or train from scratch"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["num_samples"] != len(self._glow_history):
-            raise RecipeError(
-                f"resume_from_checkpoint: {checkpoint} was trained on {state['num_samples']} samples but this dataset "
-                f"has {len(self._glow_history)}; resume with the same data and filters"
-            )
-        if state.get("fingerprint", self._glow_fingerprint) != self._glow_fingerprint:
-            raise RecipeError(
-                f"resume_from_checkpoint: {checkpoint} was trained on other data of the same size (its loss history "
-                "belongs to other samples); resume with the same data and filters, or train from scratch"
-            )
-        self._glow_history.copy_(state["loss_history"].to(self._glow_history.device))
+        fingerprints = (self._glow_fingerprint, self._glow_settings, self._token_fingerprint)
+        history = read_state(checkpoint, len(self._glow_history), *fingerprints, glow=self.args.glow)
+        self._glow_history.copy_(history.to(self._glow_history.device))
         # Keep the per-visit log consistent with the restored state: drop visits logged after the checkpoint.
         log_path = Path(self.args.output_dir) / GLOW_SAMPLES_NAME
         if self.accelerator.is_main_process and log_path.is_file():
             step = read_trainer_state(checkpoint)["global_step"]
             lines = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
             write_text_atomic(log_path, "".join(f"{line}\n" for line in lines))
+
+    def _token_fingerprint(self) -> str:
+        if self._glow_tokens is None:
+            self._glow_tokens = token_fingerprint(self.train_dataset)
+        return self._glow_tokens
