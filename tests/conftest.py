@@ -91,3 +91,11 @@ def sft_checkpoint(tmp_path_factory, tiny_model_dir, addition_file):
 
     assert glowrl_main(argv) == 0
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def single_process(tmp_path_factory, tiny_model_dir, trajectory_file):
+    """GLOW SFT in one process with a global batch of 8: the per-sample weights multi-process runs must equal."""
+    from utils import run_sft, weights_by_visit
+
+    return weights_by_visit(run_sft(tmp_path_factory.mktemp("single"), "single", tiny_model_dir, trajectory_file, 8))
