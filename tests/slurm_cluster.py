@@ -147,7 +147,8 @@ def _namespace_pids(namespace: str) -> list[int]:
 
 @contextlib.contextmanager
 def two_node_cluster(folder: Path):
-    """Start the cluster in `folder`; yields the environment for its clients (`SLURM_CONF` set)."""
+    """Start the cluster in `folder`; yields the environment for its clients (`SLURM_CONF` set, and the nodes'
+    addresses, space-separated, in `GLOWRL_TEST_NODE_ADDRESSES`)."""
     with private_network() as (namespaces, controller, addresses):
         yield from _cluster(folder, namespaces, controller, addresses)
 
@@ -190,7 +191,7 @@ def _cluster(folder: Path, namespaces: list[str], controller: str, addresses: li
         )
         + "\n"
     )
-    env = {**os.environ, "SLURM_CONF": str(conf)}
+    env = {**os.environ, "SLURM_CONF": str(conf), "GLOWRL_TEST_NODE_ADDRESSES": " ".join(addresses)}
     started_munge = _start_munge()
     pid_files = [folder / "slurmctld.pid", folder / "slurmd-n1.pid", folder / "slurmd-n2.pid"]
     try:

@@ -37,12 +37,14 @@ def read_model_config(model: str) -> dict | None:
     """`config.json` of a local model folder or of a Hub model in the local cache; None when neither has it."""
     local = Path(model).expanduser() / "config.json"
     path = local if local.is_file() else None
-    if path is None and not Path(model).expanduser().exists():
+    hub_id = not Path(model).is_absolute() and model.count("/") == 1 and not Path(model).expanduser().exists()
+    if path is None and hub_id:
         try:
             from huggingface_hub import try_to_load_from_cache
-        except ImportError:
+
+            cached = try_to_load_from_cache(model, "config.json")
+        except (ImportError, ValueError):  # not installed; not a valid repo id
             return None
-        cached = try_to_load_from_cache(model, "config.json")
         path = Path(cached) if isinstance(cached, str) else None
     if path is None:
         return None
