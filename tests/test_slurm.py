@@ -228,6 +228,66 @@ def test_a_dry_run_needs_no_vllm_here(recipe, tmp_path, tiny_model_dir, capsys, 
     assert "backend: vllm is not installed" in capsys.readouterr().err
 
 
+def stand_in(outcomes: dict, launched: list):
+    """A runner standing in for each stage's processes: it records the stage, writes its model, and for the stages in
+    `outcomes` returns their exit status, after writing the saved-model marker when it is `(status, "saved")`."""
+
+    def runner(command):
+        stage = command[command.index("glowrl") + 1]
+        launched.append(stage)
+        output_dir = Path(yaml.safe_load(Path(command[command.index("--config") + 1]).read_text())["output_dir"])
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "model.safetensors").write_text(f"stand-in {len(launched)}")
+        status, saved = outcomes.get(stage, (0, "saved"))
+        if saved == "saved":
+            (output_dir / COMPLETE_MARKER).write_text("")
+        return status
+
+    return runner
+
+
+def test_a_stage_that_aborts_after_every_process_saved_its_model_is_done(recipe, tmp_path, capsys):
+    from glowrl.pipeline import run
+
+    root, launched = tmp_path / "run", []
+    aborted = {"sft": (134, "saved")}  # `terminate called without an active exception` at exit: SIGABRT
+    assert run(recipe(), [], runner=stand_in(aborted, launched)) == 0
+    info = json.loads((root / "pipeline.json").read_text())["stages"]
+    assert launched == ["sft", "rl"] and info["sft"]["status"] == "done" and info["sft"]["returncode"] == 134
+    assert "exited with 134 after every process saved the model" in capsys.readouterr().out
+    # killed (a requeue) between saving and the manifest's update: the next attempt skips the saved stage
+    manifest = json.loads((root / "pipeline.json").read_text())
+    manifest["stages"]["sft"]["status"] = "running"
+    (root / "pipeline.json").write_text(json.dumps(manifest))
+    launched.clear()
+    assert run(recipe(), [], runner=stand_in({}, launched)) == 0
+    assert launched == [] and "its last run ended running after saving its model" in capsys.readouterr().out
+    # without the marker (it died before every process had saved) the stage failed, and runs again
+    assert run(recipe(), [], overwrite=True, runner=stand_in({"sft": (134, "died")}, launched)) == 134
+    assert json.loads((root / "pipeline.json").read_text())["stages"]["sft"]["status"] == "failed"
+
+
+def test_overwrite_once_replaces_once_even_when_stopped_before_a_stage(recipe, tmp_path, capsys):
+    from glowrl.pipeline import run
+
+    root, launched = tmp_path / "run", []
+    assert run(recipe(), [], runner=stand_in({}, launched)) == 0  # an earlier, finished run
+    launched.clear()
+    # the job's first attempt: --overwrite applies, and SFT fails before RL is replaced
+    assert run(recipe(), [], overwrite_once="T1", runner=stand_in({"sft": (1, "died")}, launched)) == 1
+    assert launched == ["sft"] and json.loads((root / "pipeline.json").read_text())["overwrite_once"] == "T1"
+    launched.clear()
+    # its requeue: not --overwrite again, but RL, which the first attempt never reached, is still replaced
+    assert run(recipe(), [], overwrite_once="T1", runner=stand_in({}, launched)) == 0
+    assert launched == ["sft", "rl"] and "applied by an earlier attempt; resuming" in capsys.readouterr().out
+    assert (root / "rl" / "model.safetensors").read_text() == "stand-in 2"  # RL's earlier output was replaced
+    launched.clear()
+    assert run(recipe(), [], overwrite_once="T1", runner=stand_in({}, launched)) == 0  # resubmitted: all done
+    assert launched == []
+    assert run(recipe(), [], overwrite_once="T2", runner=stand_in({}, launched)) == 0  # a new submission
+    assert launched == ["sft", "rl"]
+
+
 def test_without_sbatch_it_says_dry_run_still_works(recipe, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
     assert glowrl_main(["slurm", "--config", recipe(accelerate_config=CPU_DDP), "--nodes", "2"]) == 2
@@ -241,6 +301,50 @@ def test_the_pipeline_refuses_the_slurm_launcher_outside_an_allocation(recipe, c
         monkeypatch.delenv(key, raising=False)
     assert glowrl_main(["pipeline", "--config", recipe(), "--launcher", "slurm"]) == 2
     assert "runs inside a Slurm allocation" in capsys.readouterr().err
+
+
+def torchrun_config(step: list[str], rank: int):
+    """What torchrun gets on the node of `rank` from a rendered step: its task shell expands the rank, accelerate 1.16
+    parses the words (with the accelerate config's defaults) and prepares torchrun's arguments, as `accelerate launch`
+    does, up to (not including) starting anything."""
+    import torch.distributed.run as torchrun
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import _filter_args, prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    printf = step[-1].replace("exec ", "printf '%s\\0' ", 1)  # the task's own words, one per NUL
+    words = subprocess.run(
+        ["bash", "-c", printf], env={"SLURM_PROCID": str(rank)}, capture_output=True, text=True, check=True
+    ).stdout.split("\0")[:-1]
+    args, _, _ = _validate_launch_command(
+        launch_command_parser().parse_args(words[words.index("accelerate.commands.launch") + 1 :])
+    )
+    if args.use_deepspeed:  # accelerate's launch_command, DeepSpeed branch
+        args.deepspeed_fields_from_accelerate_config = ""
+        command, _ = prepare_deepspeed_cmd_env(args)
+        assert command is None, command  # torchrun on every node, not DeepSpeed's own (pdsh) launcher
+    else:
+        prepare_multi_gpu_env(args)
+    script = ["--training_script", args.training_script, "--training_script_args", args.training_script_args]
+    config, _, _ = torchrun.config_from_args(_filter_args(args, torchrun.get_args_parser(), script))
+    return config
+
+
+@pytest.mark.parametrize("accelerate_config", ["cpu_ddp.yaml", "zero3.yaml"])
+def test_every_node_meets_at_the_first_nodes_address(accelerate_config):
+    from torch.distributed.elastic.rendezvous.utils import parse_rendezvous_endpoint
+
+    settings = SlurmSettings(nodes=2, gpus_per_node=0 if accelerate_config.startswith("cpu") else 8)
+    config = str(REPO / "accelerate_configs" / accelerate_config)
+    launcher = SlurmLauncher(config, ["a", "b"], ["10.9.8.1", "10.9.8.2"], settings, cpus_per_node=4)
+    [step] = launcher.launch("sft", Path("r.yaml"), {"bf16": False}, None, single=False, index=3).steps
+    for rank in (0, 1):
+        torchrun = torchrun_config(step, rank)
+        # torchrun's default port for an empty endpoint (29400): what every node used with --same_network
+        assert parse_rendezvous_endpoint(torchrun.rdzv_endpoint, 29400) == ("10.9.8.1", 29503)
+        # static: the node of rank 0 hosts the store; each worker's MASTER_ADDR is the endpoint's host
+        assert torchrun.rdzv_backend == "static" and torchrun.rdzv_configs["rank"] == rank
+        assert (torchrun.min_nodes, torchrun.max_nodes) == (2, 2)
+        assert torchrun.nproc_per_node == (settings.gpus_per_node or 1)
 
 
 def test_per_task_shell_quotes_everything_but_the_rank():
