@@ -234,10 +234,25 @@ def wait_for_job(job_id: str, env: dict, timeout: float = 900) -> str:
     raise TimeoutError(f"job {job_id} still {state} after {timeout} s")
 
 
-def job_state(job_id: str, env: dict) -> str | None:
+def requeue_and_start_again(job_id: str, env: dict, timeout: float = 120) -> None:
+    """`scontrol requeue` the job, as a preemption would, and let it start again at once: Slurm holds a requeued job
+    back for a while (`Reason=BeginTime`) once its steps have ended, and moves its start only when it is pending."""
+    subprocess.run(["scontrol", "requeue", job_id], check=True, env=env)
+    deadline = time.monotonic() + timeout
+    while "Reason=BeginTime" not in _show_job(job_id, env):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} not pending again {timeout} s after its requeue")
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "update", f"jobid={job_id}", "starttime=now"], check=True, env=env)
+
+
+def _show_job(job_id: str, env: dict) -> str:
     command = ["scontrol", "show", "job", "-o", job_id]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
-    for word in result.stdout.split():
+    return subprocess.run(command, check=False, capture_output=True, text=True, env=env).stdout
+
+
+def job_state(job_id: str, env: dict) -> str | None:
+    for word in _show_job(job_id, env).split():
         if word.startswith("JobState="):
             return word.split("=", 1)[1]
     return None

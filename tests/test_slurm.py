@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from slurm_cluster import IFNAME, missing, wait_for_job
+from slurm_cluster import IFNAME, missing, requeue_and_start_again, wait_for_job
 from utils import REPO, assert_same_weights, read_jsonl, weights_by_visit
 
 from glowrl.checkpoints import COMPLETE_MARKER
@@ -446,9 +446,7 @@ def test_two_nodes_give_one_process_glow_weights_and_a_requeued_job_resumes(
     while not list((root / "sft").glob(f"checkpoint-*/{COMPLETE_MARKER}")):
         assert time.monotonic() < deadline, "no SFT checkpoint in 600 s"
         time.sleep(0.2)
-    subprocess.run(["scontrol", "requeue", job], check=True, env=cluster)
-    time.sleep(3)
-    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=True, env=cluster)
+    requeue_and_start_again(job, cluster)
     assert wait_for_job(job, cluster) == "COMPLETED", job_output(root, job)
 
     log = job_output(root, job)
