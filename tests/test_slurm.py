@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from slurm_cluster import IFNAME, missing, requeue_and_start_again, wait_for_job
+from slurm_cluster import IFNAME, job_state, missing, requeue_and_start_again, wait_for_job
 from utils import REPO, assert_same_weights, read_jsonl, weights_by_visit
 
 from glowrl.checkpoints import COMPLETE_MARKER
@@ -408,7 +408,8 @@ def submit(recipe_path: str, env: dict, *flags: str, cwd=REPO) -> str:
 
 
 def job_output(root: Path, job_id: str) -> str:
-    return (root / "slurm" / f"glowrl-run-{job_id}.out").read_text()
+    path = root / "slurm" / f"glowrl-run-{job_id}.out"
+    return path.read_text() if path.is_file() else f"(no {path} yet)"
 
 
 def ddp_sft(**changes) -> dict:
@@ -442,9 +443,13 @@ def test_two_nodes_give_one_process_glow_weights_and_a_requeued_job_resumes(
     root = tmp_path / "run"
     job = submit(path, cluster)
     # Requeue the job once SFT has a complete checkpoint, as a preemption would, and let it start again at once.
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 300  # about 30 s idle; a rendezvous that cannot form times out after 600 s
     while not list((root / "sft").glob(f"checkpoint-*/{COMPLETE_MARKER}")):
-        assert time.monotonic() < deadline, "no SFT checkpoint in 600 s"
+        state = job_state(job, cluster)
+        assert state in ("PENDING", "CONFIGURING", "RUNNING"), (
+            f"job {state} before an SFT checkpoint: {job_output(root, job)[-3000:]}"
+        )
+        assert time.monotonic() < deadline, f"no SFT checkpoint in 300 s: {job_output(root, job)[-3000:]}"
         time.sleep(0.2)
     requeue_and_start_again(job, cluster)
     assert wait_for_job(job, cluster) == "COMPLETED", job_output(root, job)
