@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from ._trl_compat import validating_for_world_size
-from .checkpoints import last_complete_checkpoint
+from .checkpoints import COMPLETE_MARKER, last_complete_checkpoint
 from .errors import RecipeError
 from .io import read_log_history, read_trainer_state, write_json, write_text_atomic
 from .launch import LocalLauncher, SlurmLauncher, StageLaunch, slurm_settings, wait_for_server
@@ -127,13 +127,15 @@ def banner(text: str):
     print(f"\n━━ {text} {line}", flush=True)
 
 
-def validate(resolved: dict, launcher) -> None:
+def validate(resolved: dict, launcher, here: bool = True) -> None:
     """Check every stage's values, paths and data before anything is deleted, written or launched.
 
     Each stage's values are parsed into its dataclasses (types, ranges, TRL's own config checks) and its `check`
     runs (model and data paths, columns), skipping what earlier stages will produce. Hardware values are checked
     when the stage starts where it runs: here `use_cpu`/`bf16`/`use_vllm` are set for this machine, and GRPO's batch
-    rule is checked against the launch's number of processes (`launcher.world_size`), not this one process.
+    rule is checked against the launch's number of processes (`launcher.world_size`), not this one process. With
+    `here=False` (a job submitted to run elsewhere), what must be installed where the stages run is not asked of this
+    machine either: generation's `backend: vllm` is checked as `transformers` (the stage checks it when it starts).
     """
     launcher.check(resolved)
     produced = set()
@@ -142,9 +144,12 @@ def validate(resolved: dict, launcher) -> None:
         stage = get_stage(name)
         types = selected_dataclass_types(stage, values)
         known = field_names(types)
-        here = {k: v for k, v in (("use_cpu", True), ("bf16", False), ("use_vllm", False)) if k in known}
+        here_values = [("use_cpu", True), ("bf16", False), ("use_vllm", False)]
+        if not here and values.get("backend") == "vllm":
+            here_values.append(("backend", "transformers"))
+        here_values = {k: v for k, v in here_values if k in known}
         with validating_for_world_size(world_size):
-            parsed = parse_dataclasses(types, {**values, **here}, where=f"section {name}:")
+            parsed = parse_dataclasses(types, {**values, **here_values}, where=f"section {name}:")
         linked = {key for key, kind in stage.inputs.items() if kind.rstrip("*") in produced} | {"output_dir"}
         if stage.check is not None:
             stage.check(*parsed, linked=linked)
@@ -157,14 +162,22 @@ def _warn(message: str) -> None:
     print(f"glowrl: warning: {message}", flush=True)
 
 
+def stage_saved(output_dir: Path) -> bool:
+    """Whether a training stage saved its final model there: every rank has, once its marker is in the folder."""
+    return (Path(output_dir) / COMPLETE_MARKER).is_file()
+
+
 def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
     """Decide, stage by stage, what a (re-)run does, refusing to replace what the user did not ask to replace.
 
     Each stage gets an `action`:
     - `skip`: finished with the same config (and nothing before it runs again);
+    - `skip` too: unfinished with the same config, but its output holds the marker its training stage writes once every
+      rank has saved the final model (the run was killed, or aborted, after that: nothing of it is missing);
     - `resume`: unfinished (running, failed, interrupted) with the same config, from its last complete checkpoint;
     - `run`: its output directory is empty or missing;
-    - `replace`: its output is cleared first: with `--overwrite`, or when it holds only this pipeline's own unfinished
+    - `replace`: its output is cleared first: with `--overwrite` (remembered, as `overwrite_pending`, until the stage
+      starts, so a run stopped before it still replaces it), or when it holds only this pipeline's own unfinished
       attempt with no complete checkpoint to lose.
     Anything else (a finished stage of another config, files this pipeline never recorded, an unfinished run of another
     config with checkpoints) is refused, naming the stage, the directory and the fix. Nothing is deleted here.
@@ -182,10 +195,16 @@ def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
         unfinished = old is not None and old["status"] in ("running", "failed", "interrupted", "pending")
         checkpoint = last_complete_checkpoint(output_dir, warn=_warn) if holds_files else None
         entry = {"status": "pending", "config": config}
-        if overwrite:
+        if overwrite or (same and old.get("overwrite_pending")):
             action = "replace" if holds_files else "run"
+            if holds_files:
+                entry["overwrite_pending"] = True
         elif same and old["status"] == "done" and not upstream_runs:
             entry, action = {**old, "config": config}, "skip"
+        elif same and unfinished and stage_saved(output_dir) and not upstream_runs:
+            _warn(f"{stage}: its last run ended {old['status']} after saving its model in {output_dir}; done")
+            ended = old.get("ended") or _now()
+            entry, action = {**old, "config": config, "status": "done", "ended": ended}, "skip"
         elif same and unfinished and checkpoint:
             action, entry["resume_from"] = "resume", checkpoint
         elif same and unfinished and holds_files and get_stage(stage).resumes_itself:
@@ -215,10 +234,19 @@ def load_pipeline(recipe_path: str, overrides: list[str]) -> tuple[dict, dict]:
     return recipe, resolve_recipe(recipe)
 
 
-def run(recipe_path: str, overrides: list[str], overwrite: bool = False, runner=run_child, slurm: bool = False) -> int:
+def run(
+    recipe_path: str,
+    overrides: list[str],
+    overwrite: bool = False,
+    runner=run_child,
+    slurm: bool = False,
+    overwrite_once: str | None = None,
+) -> int:
     """Run the pipeline; returns the exit status (0 when every stage is done).
 
     Args:
+        overwrite_once: `--overwrite`, unless the manifest records that a run with this token already applied it (a
+            Slurm job's requeue or resubmission then resumes what its first attempt did; `glowrl slurm` passes it).
         runner: runs one command line and returns its exit status ([`run_child`]; tests pass their own).
         slurm: run every stage as `srun` steps of the allocation this process is in, with the recipe's `slurm:`
             settings ([`SlurmLauncher`]); `glowrl slurm` submits a job that does this.
@@ -238,9 +266,17 @@ def run(recipe_path: str, overrides: list[str], overwrite: bool = False, runner=
     with RunLock(root):
         manifest_path = root / MANIFEST_NAME
         previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        applied = (previous or {}).get("overwrite_once")
+        if overwrite_once is not None:
+            overwrite = overwrite or applied != overwrite_once
+            if not overwrite:
+                print(
+                    f"glowrl: --overwrite_once {overwrite_once}: applied by an earlier attempt; resuming", flush=True
+                )
         manifest = {
             "recipe": str(recipe_path),
             "created": (previous or {}).get("created", _now()),
+            **({"overwrite_once": overwrite_once or applied} if overwrite_once or applied else {}),
             **environment(),
             "stages": plan_stages(resolved, previous, overwrite),
         }
@@ -261,6 +297,8 @@ def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) ->
         stage_dir = Path(resolved[stage]["output_dir"])
         if action == "replace":
             clear_dir(stage_dir)
+        info.pop("overwrite_pending", None)
+        (stage_dir / COMPLETE_MARKER).unlink(missing_ok=True)  # only this run may say it saved the model
         resume = info.pop("resume_from", None)
         values = resolved[stage]
         stage_recipe = write_text_atomic(root / "recipes" / f"{stage}.yaml", yaml.safe_dump(values, sort_keys=False))
@@ -280,6 +318,9 @@ def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) ->
             banner(f"{title} interrupted; re-run the same command to resume from its last complete checkpoint")
             raise
         info.update(ended=_now(), returncode=returncode)
+        if returncode != 0 and not single and stage_saved(stage_dir):
+            _warn(f"{title} exited with {returncode} after every process saved the model in {stage_dir}; done")
+            returncode = 0
         if returncode != 0:
             info["status"] = "failed"
             write_json(manifest, manifest_path)

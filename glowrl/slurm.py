@@ -13,9 +13,13 @@ per submission in `jobs.jsonl`.
 The script asks for one task per node and runs `glowrl pipeline --launcher slurm` in the allocation, which runs every
 stage as its own `srun` step (`glowrl.launch.SlurmLauncher`): so the pipeline's manifest, skip and resume rules hold
 across a requeue (`--requeue`, on by default: a preempted or requeued job resumes each stage from its last complete
-checkpoint). `--overwrite` replaces earlier outputs on the job's first attempt only, never on a requeue. The cluster
+checkpoint) and a manual resubmission of the same script (after a TIMEOUT, which Slurm does not requeue). `--overwrite`
+replaces earlier outputs once: the script passes `--overwrite_once <its render time>`, which the pipeline applies
+only if its manifest does not record it yet, so neither a requeue nor a resubmission replaces what this job finished.
+GPU nodes are asked for whole (`--exclusive`, `--mem=0`, and every step given the node's CPUs). The cluster
 environment (NCCL error handling, the network interface, a shared Hugging Face cache, offline mode) comes from the
-recipe's `slurm:` keys; `--dry_run` prints the script and each stage's launch without writing or submitting.
+recipe's `slurm:` keys; `--dry_run` prints the script and each stage's launch without writing or submitting, and
+needs neither Slurm nor what the stages need where they run (vLLM).
 """
 
 import datetime
@@ -77,7 +81,7 @@ def prepare(config: str, argv: list[str], overwrite: bool) -> tuple[dict, SlurmS
     # The job's nodes are not known before it starts: check the layout with placeholders of the same size.
     placeholders = [f"node{i}" for i in range(settings.nodes)]
     launcher = SlurmLauncher(recipe.get("accelerate_config"), placeholders, placeholders, settings)
-    validate(resolved, launcher)
+    validate(resolved, launcher, here=False)
     root = Path(recipe["output_root"])
     check_output(root, "output_root", overwrite=True)
     manifest = root / MANIFEST_NAME
@@ -91,9 +95,16 @@ def job_name(settings: SlurmSettings, root: Path) -> str:
     return settings.job_name or f"glowrl-{root.name}"
 
 
-def render(recipe: dict, settings: SlurmSettings, recipe_file: Path, overwrite: bool, source: str) -> str:
-    """The sbatch script that runs `recipe_file`'s pipeline with these settings."""
+def sbatch_value(value) -> str:
+    """A value quoted for an `#SBATCH` line: sbatch splits those at spaces, reads quotes and ends them at a `#`."""
+    return shlex.quote(str(value))
+
+
+def render(recipe: dict, settings: SlurmSettings, recipe_file: Path, overwrite: str | None, source: str) -> str:
+    """The sbatch script that runs `recipe_file`'s pipeline with these settings (`overwrite`: its `--overwrite_once`
+    token, or None)."""
     root = Path(recipe["output_root"]).resolve()
+    output = str(root / SLURM_DIR).replace("%", "%%") + "/%x-%j.out"  # `%` starts sbatch's filename patterns
     options = {
         "job-name": job_name(settings, root),
         "nodes": settings.nodes,
@@ -106,7 +117,7 @@ def render(recipe: dict, settings: SlurmSettings, recipe_file: Path, overwrite: 
         "qos": settings.qos,
         "time": settings.time,
         "constraint": settings.constraint,
-        "output": root / SLURM_DIR / "%x-%j.out",
+        "output": output,
         "open-mode": "append",
         "chdir": Path.cwd(),
     }
@@ -120,7 +131,8 @@ def render(recipe: dict, settings: SlurmSettings, recipe_file: Path, overwrite: 
         + (", the last one serving vLLM." if settings.vllm_nodes else "."),
         f"# Rendered {rendered}; resubmit with `sbatch` on this file. Each stage runs as srun steps",
         f"# (glowrl.launch.SlurmLauncher); {root / MANIFEST_NAME} records every step's command line.",
-        *(f"#SBATCH --{key}={value}" for key, value in options.items() if value is not None),
+        *(f"#SBATCH --{key}={sbatch_value(value)}" for key, value in options.items() if value is not None),
+        *(["#SBATCH --exclusive"] if settings.exclusive else []),
         *(["#SBATCH --requeue"] if settings.requeue else ["#SBATCH --no-requeue"]),
         *(f"#SBATCH {option}" for option in settings.extra_sbatch or []),
         "set -eo pipefail",
@@ -138,11 +150,9 @@ def render(recipe: dict, settings: SlurmSettings, recipe_file: Path, overwrite: 
         "--launcher",
         "slurm",
     ]
-    if overwrite:  # the first attempt only: a requeued job must resume, not start again
-        lines += ['overwrite=(); [ "${SLURM_RESTART_COUNT:-0}" = 0 ] && overwrite=(--overwrite)']
-        lines += [f'exec {shlex.join(command)} "${{overwrite[@]}}"']
-    else:
-        lines += [f"exec {shlex.join(command)}"]
+    if overwrite:  # once: the manifest records it, so a requeue or a resubmission of this script resumes instead
+        command += ["--overwrite_once", overwrite]
+    lines += [f"exec {shlex.join(command)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -150,7 +160,7 @@ def describe_stages(recipe: dict, launcher: SlurmLauncher) -> str:
     """Each stage's launch in the job, with placeholder node names (the real ones are known when it starts)."""
     from .stages import resolve_recipe
 
-    lines = ["# Each stage's launch (node names are placeholders until the job starts):"]
+    lines = ["# Each stage's launch (node names and --cpus-per-task=ALL are placeholders until the job starts):"]
     for index, (name, values) in enumerate(resolve_recipe(recipe).items(), 1):
         single = get_stage(name).single_process(values)
         recipe_file = Path(recipe["output_root"]) / "recipes" / f"{name}.yaml"
@@ -169,7 +179,7 @@ def submit(config: str, argv: list[str], overwrite: bool = False, dry_run: bool 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = root / SLURM_DIR
     recipe_file, script_file = folder / f"recipe-{stamp}.yaml", folder / f"job-{stamp}.sbatch"
-    script = render(recipe, settings, recipe_file, overwrite, config)
+    script = render(recipe, settings, recipe_file, stamp if overwrite else None, config)
     if dry_run:
         print(script + describe_stages(recipe, launcher))
         return None

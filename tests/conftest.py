@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny Qwen2 model and tokenizer built locally, small trajectory files, a GLOW SFT checkpoint.
+"""Shared fixtures: a tiny Qwen2 model and tokenizer built locally, small trajectory files, a GLOW SFT checkpoint, the
+GLOW weights of one process, and a two-node Slurm cluster on this machine (`slurm_cluster.py`).
 
 Fixtures only; helpers live in `tests/utils.py`. No network. Run the suite with `python -m pytest`.
 """
@@ -126,3 +127,22 @@ def vllm_model_dir(tmp_path_factory):
 def vllm_sft_checkpoint(tmp_path_factory, vllm_model_dir, addition_file):
     """`vllm_model_dir` after GLOW SFT on one-step additions: it boxes its answers, and vLLM can load it."""
     return _glow_sft(vllm_model_dir, addition_file, tmp_path_factory.mktemp("sft-vllm") / "model", epochs=12)
+
+
+def single_process(tmp_path_factory, tiny_model_dir, trajectory_file):
+    """GLOW SFT in one process with a global batch of 8: the per-sample weights multi-process runs must equal."""
+    from utils import run_sft, weights_by_visit
+
+    return weights_by_visit(run_sft(tmp_path_factory.mktemp("single"), "single", tiny_model_dir, trajectory_file, 8))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A two-node Slurm cluster, each node at its own address in a network namespace of its own; yields the clients'
+    environment. Skips where Slurm, munge or root are missing."""
+    from slurm_cluster import missing, two_node_cluster
+
+    if missing() is not None:
+        pytest.skip(missing())
+    with two_node_cluster(tmp_path_factory.mktemp("slurm")) as env:
+        yield env

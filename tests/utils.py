@@ -1,13 +1,30 @@
 """Helpers shared by the tests (fixtures are in conftest.py)."""
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+import yaml
 
 from glowrl.io import read_jsonl
 
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "assert_entropy_split_recombines", "cpu_training_args", "flags", "read_jsonl"]
+__all__ = [
+    "REPO",
+    "assert_entropy_split_recombines",
+    "assert_same_weights",
+    "cpu_training_args",
+    "flags",
+    "free_port",
+    "read_jsonl",
+    "run_sft",
+    "weights_by_visit",
+]
 
 
 def cpu_training_args(output_dir, **overrides) -> dict:
@@ -42,3 +59,63 @@ def assert_entropy_split_recombines(rows: list[dict]) -> None:
             tokens_c + tokens_i
         )
         assert abs(combined - row["entropy"]) <= 1e-5, row
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_sft(tmp_path, name, tiny_model_dir, trajectory_file, per_device_batch, accelerate_config=None) -> Path:
+    out = tmp_path / name
+    recipe = yaml.safe_load((REPO / "recipes/tiny/sft.yaml").read_text())
+    recipe.update(
+        model_name_or_path=tiny_model_dir,
+        dataset_paths=[trajectory_file],
+        output_dir=str(out),
+        num_train_epochs=3,
+        per_device_train_batch_size=per_device_batch,
+        save_strategy="no",
+        glow_alpha=2.0,
+        glow_beta=10.0,
+        logging_steps=1,
+        learning_rate=5e-3,
+        warmup_steps=0,
+        ddp_find_unused_parameters=False,
+    )
+    recipe_path = tmp_path / f"{name}.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    if accelerate_config is None:
+        cmd = [sys.executable, "-m", "glowrl", "sft", "--config", str(recipe_path)]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(REPO / accelerate_config),
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "glowrl",
+            "sft",
+            "--config",
+            str(recipe_path),
+        ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def weights_by_visit(out: Path) -> dict:
+    return {(v["epoch"], v["sample_id"]): v for v in read_jsonl(out / "glow_samples.jsonl")}
+
+
+def assert_same_weights(reference: dict, other: dict):
+    assert reference.keys() == other.keys()  # every sample visited exactly once per epoch, on some rank
+    assert any(v["weight"] != 1.0 for v in reference.values())
+    for key, visit in reference.items():
+        assert other[key]["loss"] == pytest.approx(visit["loss"], rel=1e-4, abs=1e-5), key
+        assert other[key]["weight"] == pytest.approx(visit["weight"], abs=1e-4), key

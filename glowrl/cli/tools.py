@@ -29,6 +29,11 @@ def pipeline_parser() -> Parser:
     parser.add_argument("--config", required=True, help="pipeline recipe with shared keys and a section per stage")
     parser.add_argument("--overwrite", action="store_true", help="re-run every stage, replacing finished outputs")
     parser.add_argument(
+        "--overwrite_once",
+        metavar="TOKEN",
+        help="--overwrite unless the manifest records TOKEN already (glowrl slurm's job scripts pass it)",
+    )
+    parser.add_argument(
         "--launcher",
         choices=("local", "slurm"),
         default="local",
@@ -41,7 +46,8 @@ def pipeline(argv):
     from ..pipeline import run
 
     args, overrides = pipeline_parser().parse_known_args(argv)
-    return run(args.config, overrides, overwrite=args.overwrite, slurm=args.launcher == "slurm")
+    slurm = args.launcher == "slurm"
+    return run(args.config, overrides, overwrite=args.overwrite, slurm=slurm, overwrite_once=args.overwrite_once)
 
 
 def slurm_parser() -> Parser:

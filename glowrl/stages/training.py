@@ -158,5 +158,7 @@ def train_and_save(
         trainer.accelerator.print(f"LoRA adapter merged into {training_args.output_dir} (adapter in {ADAPTER_DIR}/)")
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
     trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:  # every rank has saved: the pipeline counts the stage done from here on,
+        mark_complete(training_args.output_dir)  # even if tearing the processes down fails or the job is stopped
     trainer.accelerator.end_training()
     return trainer

@@ -1,149 +1,38 @@
-"""Where a pipeline stage's processes run: on this machine, or as steps of a Slurm allocation.
+"""The Slurm launcher: every stage of a pipeline as `srun` steps of the allocation it runs in, and its settings.
 
-A launcher turns one stage (its name, its recipe file, its resolved values) into a [`StageLaunch`]: the command lines
-to run in order, and for RL with `vllm_mode: server`, the vLLM server to start first. The pipeline runs them
-(`glowrl.pipeline`); this module decides only what they are.
+[`SlurmLauncher`] runs, inside an allocation (`glowrl slurm` submits one), every stage as its own `srun` step: one task
+per node, each running `accelerate launch` with `--num_machines`, `--num_processes`, the first node's address and a
+port as the rendezvous (`glowrl.launch.common.accelerate_command`), and `--machine_rank "$SLURM_PROCID"`, which the
+shell of each task expands (never the batch shell: with one task per node, each task's own rank is its machine rank).
+With `--vllm_nodes 1`, RL in `vllm_mode: server` trains on the other nodes while the last one serves the policy (TRL's
+`vllm serve` command line), the trainer starting only once the server's `/health` answers, and the server's address
+passed as `vllm_server_host`, the key TRL reads. Each step asks for the CPUs its node gives the job (`cpus_per_task`,
+or every CPU of an `--exclusive` node): a step's task otherwise gets one CPU, whatever the allocation holds.
 
-- [`LocalLauncher`]: `accelerate launch -m glowrl <stage>` with the recipe's accelerate config (or `python -m glowrl
-  <stage>` for a stage that manages its own devices: vLLM generation, evaluation).
-- [`SlurmLauncher`]: inside an allocation (`glowrl slurm` submits one), every stage is its own `srun` step: one task
-  per node, each running `accelerate launch` with `--num_machines`, `--num_processes`, the first node's address and a
-  port as the c10d rendezvous, and `--machine_rank "$SLURM_PROCID"`, which the shell of each task expands (never the
-  batch shell: with one task per node, each task's own rank is its machine rank). With `--vllm_nodes 1`, RL in
-  `vllm_mode: server` trains on the other nodes while the last one serves the policy (TRL's `vllm serve` command
-  line), the trainer starting only once the server's `/health` answers, and the server's address passed as
-  `vllm_server_host`, the key TRL reads.
-
-Both pass accelerate the stage's own `gradient_accumulation_steps` and mixed precision (from its `bf16`/`fp16`), so
-the launcher and the trainer never disagree: an accelerate config that says `bf16` would otherwise turn on bf16
-autocast under a recipe that says `bf16: false` (transformers reads `ACCELERATE_MIXED_PRECISION` when neither is set).
-Standard library, YAML and Slurm's own commands only.
+[`SlurmSettings`] is a recipe's `slurm:` section. Not here: the sbatch script (`glowrl.slurm`). Standard library, YAML
+and Slurm's own commands only.
 """
 
 import os
-import shlex
+import re
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import GlowrlError, RecipeError
-from .recipe import load_mapping
-
-
-# accelerate `distributed_type`s that can span machines; `NO` (and `use_cpu: true`, which falls back to one process)
-# cannot.
-MULTI_MACHINE_TYPES = {"MULTI_GPU", "MULTI_CPU", "DEEPSPEED", "FSDP", "MULTI_NPU", "MULTI_XPU", "MULTI_MLU"}
-VLLM_SERVER_ENV = {"VLLM_SERVER_DEV_MODE": "1"}  # TRL's weight-transfer endpoints live behind vLLM's dev mode
-
-
-@dataclass
-class StageLaunch:
-    """What starting one stage takes.
-
-    Args:
-        steps (`list[list[str]]`): command lines run in order; the stage succeeds when every one exits 0.
-        world_size (`int`): training processes (what GRPO's batch rule is checked against).
-        server (`list[str]`, *optional*): a vLLM server started before the steps and stopped after them.
-        server_url (`str`, *optional*): its base URL, polled at `/health` until it answers.
-        server_wait (`float`, *optional*): how long to wait for it, in seconds.
-    """
-
-    steps: list[list[str]]
-    world_size: int = 1
-    server: list[str] | None = None
-    server_url: str | None = None
-    server_wait: float = 0.0
-
-
-def read_accelerate_config(path: str | None) -> dict:
-    """The accelerate config file as a dict (`{}` without one), with a one-line error for a missing or bad file."""
-    return load_mapping(path, "accelerate_config", "; give a file from accelerate_configs/") if path else {}
-
-
-def mixed_precision(values: dict) -> str:
-    """accelerate's `--mixed_precision` for a training stage's values: `fp16`, `bf16` or `no`.
-
-    An unset `bf16` is TRL's default, which is bf16 unless `fp16` is set (TRL's configs default `bf16` to None and
-    resolve it so); glowrl's pipeline sets `bf16: false` explicitly for CPU recipes."""
-    if values.get("fp16"):
-        return "fp16"
-    return "no" if values.get("bf16") is False else "bf16"
-
-
-def accelerate_command(
-    stage: str,
-    recipe_path: Path,
-    values: dict,
-    accelerate_config: str | None,
-    stage_args: list[str] = (),
-    machines: int = 1,
-    processes: int | None = None,
-    main_address: str | None = None,
-    main_port: int | None = None,
-) -> list[str]:
-    """`python -m accelerate.commands.launch ... -m glowrl <stage> --config R [stage_args]`.
-
-    With `machines > 1` it adds the multi-machine flags (c10d rendezvous at `main_address:main_port`) and a
-    `--machine_rank` placeholder, [`MACHINE_RANK`], that [`per_task_shell`] turns into the task's own rank."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]  # the stage's own error, no traceback
-    if accelerate_config:
-        command += ["--config_file", str(accelerate_config)]
-    else:  # said explicitly, or accelerate lists the defaults it assumed
-        command += ["--num_machines", "1", "--dynamo_backend", "no"] if machines == 1 else ["--dynamo_backend", "no"]
-    if processes is not None or not accelerate_config:
-        command += ["--num_processes", str(processes or 1)]
-    if machines > 1:
-        command += ["--num_machines", str(machines), "--machine_rank", MACHINE_RANK]
-        command += ["--main_process_ip", main_address, "--main_process_port", str(main_port)]
-        command += ["--rdzv_backend", "c10d", "--same_network"]
-    command += ["--mixed_precision", mixed_precision(values)]
-    command += ["--gradient_accumulation_steps", str(values.get("gradient_accumulation_steps") or 1)]
-    return [*command, "-m", "glowrl", stage, "--config", str(recipe_path), *stage_args]
-
-
-MACHINE_RANK = "__GLOWRL_MACHINE_RANK__"
-
-
-def per_task_shell(command: list[str], **expansions: str) -> list[str]:
-    """`bash -c '<command>'` with each placeholder replaced by a shell expression the task itself expands.
-
-    `per_task_shell(cmd, __GLOWRL_MACHINE_RANK__='"$SLURM_PROCID"')`: every other word is quoted, so only the
-    placeholders are expanded, and only inside the task (the batch shell never sees them unquoted)."""
-    words = [expansions.get(word, shlex.quote(word)) for word in command]
-    return ["bash", "-c", "exec " + " ".join(words)]
-
-
-def stage_args(resume: str | None) -> list[str]:
-    return ["--resume_from_checkpoint", resume] if resume else []
-
-
-@dataclass(frozen=True)
-class LocalLauncher:
-    """Every stage on this machine: `accelerate launch` with the recipe's accelerate config."""
-
-    accelerate_config: str | None = None
-
-    def world_size(self, values: dict) -> int:
-        return int(read_accelerate_config(self.accelerate_config).get("num_processes") or 1)
-
-    def check(self, resolved: dict) -> None:
-        read_accelerate_config(self.accelerate_config)
-
-    def launch(
-        self, stage: str, recipe_path: Path, values: dict, resume: str | None, single: bool, index: int = 0
-    ) -> StageLaunch:
-        if single:
-            return StageLaunch([[sys.executable, "-m", "glowrl", stage, "--config", str(recipe_path)]])
-        command = accelerate_command(stage, recipe_path, values, self.accelerate_config, stage_args(resume))
-        return StageLaunch([command], world_size=self.world_size(values))
-
-
-def uses_vllm_server(values: dict) -> bool:
-    return bool(values.get("use_vllm")) and values.get("vllm_mode") == "server"
+from ..errors import GlowrlError, RecipeError
+from .common import (
+    MACHINE_RANK,
+    MULTI_MACHINE_TYPES,
+    VLLM_SERVER_ENV,
+    StageLaunch,
+    accelerate_command,
+    per_task_shell,
+    read_accelerate_config,
+    stage_args,
+    uses_vllm_server,
+)
+from .vllm_server import check_server_stage
 
 
 def slurm_command(*args: str) -> str:
@@ -168,11 +57,15 @@ class SlurmSettings:
         gpus_per_node (`int`): GPUs per node, one training process each; 0: CPU nodes, one process each (recipes
             with `use_cpu: true`). Default: the accelerate config's processes per machine (0 for a CPU recipe).
         vllm_nodes (`int`): 1: the last node serves vLLM for RL with `vllm_mode: server`; 0: none.
-        partition, account, qos, time, constraint, mem (`str`): the `#SBATCH` options of those names.
-        cpus_per_task (`int`): CPUs per node's task (given to every `srun` step too).
+        partition, account, qos, time, constraint (`str`): the `#SBATCH` options of those names.
+        exclusive (`bool`): `#SBATCH --exclusive`, whole nodes. Default: on for GPU nodes (their processes and data
+            loaders need the node's CPUs, and no other job should share its GPUs' memory bandwidth), off for CPU nodes.
+        mem (`str`): `#SBATCH --mem`. Default: `0` (all of each node's memory) on exclusive nodes, else the cluster's.
+        cpus_per_task (`int`): CPUs per node's task, given to every `srun` step too. Default: on exclusive nodes, all
+            of them (each step asks for the CPUs the allocation has on a node); else the cluster's default (often 1).
         job_name (`str`): default `glowrl-<output_root's name>`.
         requeue (`bool`): let Slurm requeue the job (preemption, node failure); a requeued job resumes.
-        extra_sbatch (`list[str]`): more `#SBATCH` options, e.g. `--exclusive`.
+        extra_sbatch (`list[str]`): more `#SBATCH` options, e.g. `--gres=gpu:8` or `--reservation=NAME`.
         setup (`list[str]`): shell lines run before the pipeline (`module load ...`, `source venv/bin/activate`).
         port (`int`): rendezvous port of the first stage (stage i uses port + i).
         vllm_port, vllm_tensor_parallel_size, vllm_gpu_memory_utilization, vllm_wait: the vLLM server's port,
@@ -193,8 +86,9 @@ class SlurmSettings:
     qos: str = field(default=None, metadata={"help": "#SBATCH --qos."})
     time: str = field(default=None, metadata={"help": "#SBATCH --time, e.g. 2-00:00:00."})
     constraint: str = field(default=None, metadata={"help": "#SBATCH --constraint."})
-    mem: str = field(default=None, metadata={"help": "#SBATCH --mem, e.g. 0 (all of each node's memory)."})
-    cpus_per_task: int = field(default=None, metadata={"help": "CPUs of each node's task."})
+    exclusive: bool = field(default=None, metadata={"help": "#SBATCH --exclusive (default: on for GPU nodes)."})
+    mem: str = field(default=None, metadata={"help": "#SBATCH --mem (default on exclusive nodes: 0, all of it)."})
+    cpus_per_task: int = field(default=None, metadata={"help": "CPUs of each node's task (exclusive: all)."})
     job_name: str = field(default=None, metadata={"help": "Job name (default glowrl-<output_root name>)."})
     requeue: bool = field(default=True, metadata={"help": "Let Slurm requeue the job; a requeued job resumes."})
     extra_sbatch: list[str] = field(default=None, metadata={"help": "More #SBATCH options."})
@@ -247,7 +141,7 @@ class SlurmSettings:
 
 def slurm_settings(recipe: dict, resolved: dict, argv: list[str] = ()) -> SlurmSettings:
     """The recipe's `slurm:` section and `--key value` flags in `argv`, checked, with `gpus_per_node` resolved."""
-    from .recipe import parse_dataclasses
+    from ..recipe import parse_dataclasses
 
     section = recipe.get("slurm") or {}
     if not isinstance(section, dict):
@@ -255,6 +149,12 @@ def slurm_settings(recipe: dict, resolved: dict, argv: list[str] = ()) -> SlurmS
     (settings,) = parse_dataclasses((SlurmSettings,), section, list(argv), where="section slurm:")
     if settings.gpus_per_node is None:
         settings.gpus_per_node = default_gpus_per_node(recipe.get("accelerate_config"), resolved)
+    if settings.exclusive is None:
+        settings.exclusive = settings.gpus_per_node > 0
+    if settings.mem is None and settings.exclusive:
+        settings.mem = "0"
+    if settings.cpus_per_task is not None and settings.cpus_per_task < 1:
+        raise RecipeError(f"--cpus_per_task {settings.cpus_per_task}: give 1 or more (or leave it unset)")
     return settings
 
 
@@ -276,12 +176,15 @@ class SlurmLauncher:
         nodes (`list[str]`): the allocation's node names, in Slurm's order.
         addresses (`list[str]`): each node's address (`NodeAddr`), for the rendezvous and the vLLM server.
         settings (`SlurmSettings`): the recipe's `slurm:` section, with `gpus_per_node` resolved.
+        cpus_per_node (`int`, *optional*): the CPUs the allocation has on each node (the fewest, if they differ);
+            every step of an exclusive job asks for them. None before the job starts.
     """
 
     accelerate_config: str | None
     nodes: list[str]
     addresses: list[str]
     settings: SlurmSettings
+    cpus_per_node: int | None = None
 
     @classmethod
     def from_allocation(cls, accelerate_config: str | None, settings: SlurmSettings) -> "SlurmLauncher":
@@ -293,7 +196,7 @@ class SlurmLauncher:
             )
         nodes = slurm_command("scontrol", "show", "hostnames", nodelist).split()
         addresses = [node_address(node) for node in nodes]
-        return cls(accelerate_config, nodes, addresses, settings)
+        return cls(accelerate_config, nodes, addresses, settings, job_cpus_per_node())
 
     @property
     def gpus_per_node(self) -> int:
@@ -332,8 +235,8 @@ class SlurmLauncher:
                 "--vllm_nodes: no stage of the recipe uses vllm_mode: server, so the vLLM node would sit idle; drop "
                 "--vllm_nodes or set use_vllm: true and vllm_mode: server in the rl: section"
             )
-        if self.vllm_nodes and self.gpus_per_node == 0:
-            raise RecipeError("--vllm_nodes: the vLLM server needs GPUs; give --gpus_per_node")
+        for name in server_stages:
+            self.check_server(name, resolved[name], resolved)
         training = {name: values for name, values in resolved.items() if not get_single(name, values)}
         kind = config.get("distributed_type", "NO")
         spans = any(self.world_machines(values) > 1 for values in training.values())
@@ -350,6 +253,11 @@ class SlurmLauncher:
                     f"{name}: --gpus_per_node 0 trains on CPU nodes; set use_cpu: true (and bf16: false)"
                 )
 
+    def check_server(self, name: str, values: dict, resolved: dict) -> None:
+        given = self.settings.vllm_tensor_parallel_size is not None
+        tensor_parallel = self.settings.vllm_tensor_parallel_size if given else max(1, self.gpus_per_node)
+        check_server_stage(name, values, resolved, tensor_parallel, self.gpus_per_node, given)
+
     def world_machines(self, values: dict) -> int:
         return len(self.training_nodes) if uses_vllm_server(values) else len(self.nodes)
 
@@ -358,8 +266,9 @@ class SlurmLauncher:
         command += [f"--nodelist={','.join(nodes)}", "--kill-on-bad-exit=1"]  # commas: srun's list separator
         if gpus and self.gpus_per_node:
             command.append(f"--gpus-per-node={self.gpus_per_node}")
-        if self.settings.cpus_per_task:
-            command.append(f"--cpus-per-task={self.settings.cpus_per_task}")
+        cpus = self.settings.cpus_per_task or (self.settings.exclusive and (self.cpus_per_node or "ALL"))
+        if cpus:  # "ALL": a dry run's placeholder for the count the job finds on its nodes
+            command.append(f"--cpus-per-task={cpus}")
         if export:
             command.append("--export=" + ",".join(["ALL", *(f"{k}={v}" for k, v in export.items())]))
         return command
@@ -377,6 +286,7 @@ class SlurmLauncher:
         extra = stage_args(resume)
         launch = StageLaunch([], world_size=len(nodes) * self.processes_per_node())
         if server:
+            self.check_server(stage, values, {stage: values})  # its model exists now: its own config.json
             address = self.addresses[len(nodes)]
             launch.server = [
                 *self._srun(self.nodes[len(nodes) :], export=VLLM_SERVER_ENV),
@@ -400,10 +310,11 @@ class SlurmLauncher:
         return launch
 
     def server_command(self, values: dict) -> list[str]:
-        """TRL's `vllm serve` command line for the RL stage's starting model, on every GPU of the vLLM node."""
-        from ._trl_compat import vllm_serve_command
+        """TRL's `vllm serve` command line for the RL stage's starting model, on every GPU of the vLLM node (one
+        process on a CPU node)."""
+        from .._trl_compat import vllm_serve_command
 
-        tensor_parallel = self.settings.vllm_tensor_parallel_size or self.gpus_per_node
+        tensor_parallel = self.settings.vllm_tensor_parallel_size or max(1, self.gpus_per_node)
         return vllm_serve_command(
             model=values["model_name_or_path"],
             port=self.settings.vllm_port,
@@ -415,7 +326,7 @@ class SlurmLauncher:
 
 
 def get_single(name: str, values: dict) -> bool:
-    from .stages import get_stage
+    from ..stages import get_stage
 
     return get_stage(name).single_process(values)
 
@@ -428,21 +339,7 @@ def node_address(node: str) -> str:
     return node
 
 
-def wait_for_server(url: str, process: subprocess.Popen, timeout: float, poll: float = 2.0) -> None:
-    """Block until `url/health` answers 200; fail with one line if the server exits first or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise GlowrlError(f"the vLLM server exited with {process.returncode} before it answered at {url}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise GlowrlError(
-                f"the vLLM server at {url} did not answer /health within {timeout:.0f} s; see the job's output, or "
-                "raise slurm.vllm_wait"
-            )
-        time.sleep(poll)
+def job_cpus_per_node() -> int | None:
+    """The fewest CPUs the allocation has on one of its nodes, from `SLURM_JOB_CPUS_PER_NODE` (`72(x2),64` -> 64)."""
+    counts = [int(n) for n in re.findall(r"(\d+)(?:\(x\d+\))?", os.environ.get("SLURM_JOB_CPUS_PER_NODE", ""))]
+    return min(counts) if counts else None
