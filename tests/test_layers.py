@@ -32,7 +32,10 @@ LAYERS = [
             "glowrl.processes",
         ],
     ),
-    ("grading, toy task, models, TRL hooks", ["glowrl.grading", "glowrl.toy", "glowrl.models", "glowrl._trl_compat"]),
+    (
+        "grading, toy task, models, TRL hooks",
+        ["glowrl.grading", "glowrl.toy", "glowrl.models", "glowrl.convert", "glowrl._trl_compat"],
+    ),
     ("data", ["glowrl.data"]),
     (
         "method",
