@@ -135,7 +135,7 @@ def read_gguf_header(path: Path) -> dict:
             gguf.dequantize(smallest.data, smallest.tensor_type)
         except NotImplementedError as error:
             raise GlowrlError(
-                f"--gguf: {path} holds {len(tensors)} tensors of type {name}, which gguf {_gguf_version()} cannot "
+                f"--gguf: {path} holds {len(tensors)} tensor(s) of type {name}, which gguf {_gguf_version()} cannot "
                 "dequantize; convert a file with another quantization (e.g. Q4_K_M, Q8_0, F16)"
             ) from error
     return {
@@ -162,9 +162,10 @@ def _check_architecture(path: Path, architecture: str) -> None:
         from transformers import __version__ as transformers_version
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
+        readable = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})  # not architectures
         raise GlowrlError(
-            f"--gguf: {path} is a {architecture!r} model, which transformers {transformers_version} cannot read from "
-            f"GGUF ({str(error).splitlines()[0][:160]}); it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}"
+            f"--gguf: {path} has architecture {architecture!r}, which transformers {transformers_version} cannot "
+            f"read from GGUF ({str(error).splitlines()[0][:160]}); it reads {', '.join(readable)}"
         ) from error
 
 
