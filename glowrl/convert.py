@@ -230,7 +230,7 @@ def _write_model(gguf_path: Path, directory: Path, dtype: str) -> dict:
     }
 
 
-def _replace_dir(built: Path, output: Path) -> None:
+def replace_dir(built: Path, output: Path) -> None:
     """Move the finished directory into place; an old output (the caller checked it may go) is removed after."""
     old = None
     if output.exists():
@@ -300,7 +300,7 @@ def convert_gguf(
             "converted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         write_json(record, built / PROVENANCE_NAME)
-        _replace_dir(built, output)
+        replace_dir(built, output)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return record

@@ -100,6 +100,19 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
     assert (out / "mine.txt").read_text() == "keep me"
 
 
+def test_finished_directory_replaces_the_old_output_in_one_rename(tmp_path):
+    from glowrl.convert import replace_dir
+
+    built, output = tmp_path / ".model.tmp-1" / "model", tmp_path / "model"
+    built.mkdir(parents=True)
+    (built / "config.json").write_text("new")
+    output.mkdir()
+    (output / "config.json").write_text("old")
+    replace_dir(built, output)
+    assert (output / "config.json").read_text() == "new" and not built.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.tmp-1", "model"]  # the old output is gone
+
+
 def test_source_is_exactly_one_of_gguf_and_package(tmp_path, capsys):
     out = tmp_path / "model"
     argv = ["convert-gguf", "--gguf", "a.gguf", "--from_package", "x==1", "--output_dir", str(out)]
