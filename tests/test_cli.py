@@ -52,7 +52,7 @@ def test_help_exits_zero(capsys):
     assert "--reward_funcs" in capsys.readouterr().out
 
 
-HELP_COMMANDS = [[], ["sft"], ["rl"], ["pipeline"], ["eval"], ["demo"], ["label"], ["tiny-model"]]
+HELP_COMMANDS = [[], ["sft"], ["rl"], ["pipeline"], ["eval"], ["demo"], ["label"], ["tiny-model"], ["convert-gguf"]]
 
 
 @pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: " ".join(c) or "glowrl")

@@ -388,3 +388,23 @@ def test_unlabelled_trajectories_are_logged_without_a_correct_field(tiny_model_d
 def test_rejects_trajectories_truncated_to_nothing(tiny_model_dir, tokenizer, dataset, tmp_path):
     with pytest.raises(ValueError, match="no trainable tokens"):
         make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, max_length=8)
+
+
+def test_completions_cut_before_their_end_of_turn_token_are_counted(
+    tiny_model_dir, tokenizer, dataset, tmp_path, capsys
+):
+    from glowrl.stages.sft import warn_cut_completions
+
+    whole = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path / "whole", max_length=None)
+    eos = tokenizer.eos_token_id
+    first_eos = [row["labels"].index(eos) for row in whole.train_dataset]  # every whole completion ends its turn
+    max_length = sorted(first_eos)[len(first_eos) // 2]  # cuts about half of them just before their EOS
+    expected = sum(position >= max_length for position in first_eos)
+    assert 0 < expected < len(first_eos)
+
+    warn_cut_completions(whole)
+    assert capsys.readouterr().out == ""
+    cut = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path / "cut", max_length=max_length)
+    warn_cut_completions(cut)
+    out = capsys.readouterr().out
+    assert f"{expected} of {len(dataset)} trajectories are longer than max_length={max_length} tokens" in out, out

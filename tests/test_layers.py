@@ -38,6 +38,7 @@ LAYERS = [
             "glowrl.grading",
             "glowrl.toy",
             "glowrl.models",
+            "glowrl.convert",
             "glowrl._trl_compat",
             "glowrl.vllm_support",
             "glowrl.vllm_gloo",

@@ -11,13 +11,7 @@ from pathlib import Path
 from ..chat import DEFAULT_INSTRUCTION
 from ..errors import EvaluationError, GlowrlError
 from ..outputs import check_output, check_suffix, clear_dir
-
-
-class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one `GlowrlError` line, not a usage dump and `SystemExit(2)`."""
-
-    def error(self, message: str):
-        raise GlowrlError(f"{self.prog}: {message} (see {self.prog} --help)")
+from .parser import Parser
 
 
 def pipeline_parser() -> Parser:
@@ -405,6 +399,12 @@ def arithmetic_data(argv):
     print(f"Wrote {len(rows)} trajectories ({correct} correct) for {args.num_problems} problems to {args.output}")
 
 
+def convert_gguf(argv):
+    from .convert import convert_gguf as run
+
+    return run(argv)
+
+
 TOOLS = {
     "demo": ("the whole path on a CPU: tiny teacher -> GLOW SFT -> hand-off -> GRPO -> evaluation", demo),
     "pipeline": ("every stage of a recipe in order, each under accelerate launch", pipeline),
@@ -415,4 +415,5 @@ TOOLS = {
     "readiness": ("the SFT -> RL hand-off report of a model on a recipe's RL prompts", readiness),
     "tiny-model": ("build the tiny local Qwen2 model used by the tiny recipes", tiny_model),
     "arithmetic-data": ("write the built-in arithmetic trajectories to a file", arithmetic_data),
+    "convert-gguf": ("a GGUF file (or a pip package shipping one) as a Hugging Face model directory", convert_gguf),
 }

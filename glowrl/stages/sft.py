@@ -42,6 +42,39 @@ def check(run_args, script_args, training_args, model_args, linked=()):
     return None
 
 
+def cut_completions(train_dataset, stop_ids) -> list[int]:
+    """Rows of a tokenized SFT dataset whose trained tokens hold none of `stop_ids`: completions cut by `max_length`
+    before their end-of-turn token (with a chat template that ends every turn in one), which teach a model not to stop.
+
+    Example:
+    ```python
+    >>> cut_completions([{"labels": [-100, 5, 2, 9]}, {"labels": [-100, 5, 6]}], stop_ids={2})
+    [1]
+    ```
+    """
+    stop_ids = set(stop_ids)
+    return [i for i, row in enumerate(train_dataset) if not stop_ids.intersection(row["labels"])]
+
+
+def warn_cut_completions(trainer) -> None:
+    """Print one line when some training completions lost their end-of-turn token to `max_length`."""
+    tokenizer = trainer.processing_class
+    generation = getattr(trainer.model, "generation_config", None)
+    eos = getattr(generation, "eos_token_id", None)
+    stop_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+    dataset = trainer.train_dataset
+    if not stop_ids or trainer.args.max_length is None or "labels" not in dataset.column_names:
+        return
+    cut = cut_completions(dataset.select_columns(["labels"]), stop_ids)
+    if cut:
+        names = ", ".join(sorted(str(tokenizer.convert_ids_to_tokens(i)) for i in stop_ids))
+        trainer.accelerator.print(
+            f"Warning: {len(cut)} of {len(dataset)} trajectories are longer than max_length={trainer.args.max_length} "
+            f"tokens and are cut before their end-of-turn token ({names}): training on them teaches the model not to "
+            "stop; raise max_length, or shorten those trajectories"
+        )
+
+
 def run(run_args, script_args, training_args, model_args):
     """Build the trajectory dataset and train [`~glowrl.glow.trainer.GLOWTrainer`] on it; save to `output_dir`."""
     from transformers import set_seed
@@ -65,7 +98,16 @@ def run(run_args, script_args, training_args, model_args):
     if heldout is not None:
         describe += f"; held-out loss on {len(heldout)} trajectories"
     return train_and_save(
-        GLOWTrainer, run_args, model_args, training_args, dataset, tokenizer, describe, resume, eval_dataset=heldout
+        GLOWTrainer,
+        run_args,
+        model_args,
+        training_args,
+        dataset,
+        tokenizer,
+        describe,
+        resume,
+        before_train=warn_cut_completions,
+        eval_dataset=heldout,
     )
 
 

@@ -119,12 +119,14 @@ def train_and_save(
     tokenizer,
     describe: str,
     resume: str | None,
+    before_train=None,
     **trainer_kwargs,
 ):
     """Build `trainer_class` on the model path, train (resuming when asked), save the model, tokenizer and state.
 
     Args:
         resume (`str`, *optional*): The checkpoint to resume from ([`check_stage_output`] returns it).
+        before_train (`Callable`, *optional*): Called with the built trainer before training (checks, warnings).
         describe (`str`): What the run trains on, printed once at the start ("2000 trajectories (...)").
         **trainer_kwargs: Extra trainer arguments (e.g. GRPO's `reward_funcs`).
 
@@ -147,6 +149,8 @@ def train_and_save(
         clear_dir(training_args.output_dir)  # everything was checked: the data loaded, the trainer was built
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.print(f"{trainer_name(trainer)} on {describe}, from {model_args.model_name_or_path}")
+    if before_train is not None:
+        before_train(trainer)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()  # the log history the pipeline summarises
