@@ -242,10 +242,13 @@ def test_lora_sft_then_grpo_with_vllm_and_the_handoff_report_in_one_pipeline(tmp
 
 
 @pytest.mark.slow
-def test_grpo_against_a_vllm_server_pushes_its_weights_to_it(tmp_path, vllm_sft_checkpoint, addition_file):
+def test_grpo_against_a_vllm_server_pushes_its_weights_to_it(
+    tmp_path, vllm_model_dir, vllm_sft_checkpoint, addition_file
+):
     """`vllm_mode: server`: a real `vllm serve` started with TRL's command line (the gloo weight transfer on a CPU),
     waited for at its /health as the launcher does, two GRPO steps, and after them the server scores a text exactly as
-    the policy it was last sent (the step-1 checkpoint), no longer as the SFT model it started from."""
+    the policy it was last sent (the step-1 checkpoint). The server starts from the untrained model and the trainer
+    from the SFT model, so the weights it ends with can only have come through the transfer."""
     import socket
     import urllib.request
 
@@ -258,7 +261,7 @@ def test_grpo_against_a_vllm_server_pushes_its_weights_to_it(tmp_path, vllm_sft_
             return s.getsockname()[1]
 
     port, group_port = free_port(), free_port()
-    command = vllm_serve_command(model=vllm_sft_checkpoint, host="127.0.0.1", port=port, dtype="float32")
+    command = vllm_serve_command(model=vllm_model_dir, host="127.0.0.1", port=port, dtype="float32")
     env = {**os.environ, **UNATTENDED_ENV, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -271,7 +274,7 @@ def test_grpo_against_a_vllm_server_pushes_its_weights_to_it(tmp_path, vllm_sft_
     ids = ids["input_ids"]
 
     def served_logprobs() -> list[float]:
-        body = {"model": vllm_sft_checkpoint, "prompt": ids, "max_tokens": 1, "prompt_logprobs": 0}
+        body = {"model": vllm_model_dir, "prompt": ids, "max_tokens": 1, "prompt_logprobs": 0}
         request = urllib.request.Request(
             f"{url}/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
         )
@@ -293,7 +296,7 @@ def test_grpo_against_a_vllm_server_pushes_its_weights_to_it(tmp_path, vllm_sft_
         flags[flags.index("--save_strategy") + 1] = "steps"
         glowrl(
             *flags,
-            *["--max_steps", "2", "--save_steps", "1", "--save_total_limit", "2", "--learning_rate", "1e-2"],
+            *["--max_steps", "2", "--save_steps", "1", "--save_total_limit", "2"],
             *["--vllm_server_base_url", url],
             *["--vllm_group_port", group_port],
         )
@@ -305,13 +308,11 @@ def test_grpo_against_a_vllm_server_pushes_its_weights_to_it(tmp_path, vllm_sft_
         server.wait(timeout=60)
         log.close()
     # TRL pushes the weights before each step's generation: after two steps the server holds those after step 1.
-    pushed, started = exact(out / "checkpoint-1"), exact(vllm_sft_checkpoint)
-    moved = max(abs(a - b) for a, b in zip(pushed, started, strict=True))
+    pushed, loaded = exact(out / "checkpoint-1"), exact(vllm_model_dir)
+    apart = max(abs(a - b) for a, b in zip(pushed, loaded, strict=True))
     error = max(abs(a - b) for a, b in zip(served, pushed, strict=True))
-    print(
-        f"\nserver after the step-1 push: {error:.2e} from the step-1 policy, which moved {moved:.3f} from the start"
-    )
-    assert moved > 1e-2 and error < 1e-3
+    print(f"\nserver after the step-1 push: {error:.2e} from the policy it was sent ({apart:.2f} from what it loaded)")
+    assert apart > 0.5 and error < 1e-3
 
 
 @pytest.mark.parametrize(
