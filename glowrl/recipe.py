@@ -138,7 +138,7 @@ def check_values(instance) -> None:
             continue
         if not math.isfinite(value):
             raise RecipeError(f"{f.name}: {value} is not a finite number; give a real value")
-        if f.name in POSITIVE and value <= 0:
+        if f.name in POSITIVE and value <= 0 and not (value == 0 and f.name in getattr(instance, "ZERO_MEANS", {})):
             raise RecipeError(f"{f.name} must be positive, got {value}")
         if f.name in NON_NEGATIVE and value < 0:
             raise RecipeError(f"{f.name} must not be negative, got {value}")

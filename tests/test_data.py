@@ -12,6 +12,7 @@ from utils import read_jsonl
 from glowrl.chat import DEFAULT_INSTRUCTION
 from glowrl.cli import main as glowrl_main
 from glowrl.data import TrajectoryArguments, build_trajectory_dataset
+from glowrl.errors import DataError
 
 
 def write(path, rows):
@@ -110,3 +111,14 @@ def test_bundled_trajectories_load_with_both_arms():
     path = str(resources.files("glowrl").joinpath("assets/arithmetic_trajectories.jsonl"))
     dataset = build([path])
     assert len(dataset) > 100 and set(dataset["correct"]) == {True, False}
+
+
+def test_nothing_left_to_train_on_is_one_line_naming_why(tmp_path):
+    """A real model's samples that all ran past max_new_tokens (dropped unless keep_truncated): not an empty dataset
+    for TRL to fail on (`StopIteration` in SFTTrainer), but the count and the fixes."""
+    rows = [{"problem": "q", "completion": "c", "answer": "1", "correct": False, "truncated": True}] * 3
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"no trajectory is left to train on \(3 of the 3 read were truncated"):
+        build_trajectory_dataset(TrajectoryArguments(dataset_paths=[str(path)]))
+    assert len(build_trajectory_dataset(TrajectoryArguments(dataset_paths=[str(path)], keep_truncated=True))) == 3

@@ -29,7 +29,7 @@ def test_every_stage_on_real_text(tmp_path, smollm2_dir):
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in problems))
     recipe.update(model_name_or_path=smollm2_dir, dataset_paths=[str(data)], output_root=str(tmp_path / "run"))
-    recipe["generate"].update(teacher=smollm2_dir, num_samples=2, max_new_tokens=48)
+    recipe["generate"].update(teacher=smollm2_dir, num_samples=2, max_new_tokens=48)  # most run longer: negatives
     recipe["sft"].update(num_train_epochs=1, max_steps=2, per_device_train_batch_size=2, max_length=256)
     recipe["rl"].update(max_steps=2, num_generations=2, per_device_train_batch_size=2, max_completion_length=24)
     recipe["rl"]["readiness_prompts"] = 2

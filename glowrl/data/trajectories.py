@@ -298,6 +298,14 @@ def build_trajectory_dataset(args: TrajectoryArguments) -> "Dataset":
                 "correct_column/answer_column), or use trajectories: all"
             )
         dataset = label_trajectories(dataset)
-    dataset = select_per_problem(drop_truncated(dataset, args.keep_truncated), args)
-    dataset = select_arm(dataset, args.trajectories)
+    read = len(dataset)
+    kept = drop_truncated(dataset, args.keep_truncated)
+    dataset = select_arm(select_per_problem(kept, args), args.trajectories)
+    if len(dataset) == 0:
+        why = f"{read - len(kept)} of the {read} read were truncated and are dropped" if len(kept) < read else ""
+        why = why or f"none of the {read} read is in trajectories: {args.trajectories} after the per-problem selection"
+        raise DataError(
+            f"dataset_paths: no trajectory is left to train on ({why}); set keep_truncated: true to train on "
+            "truncated ones as negatives, generate with a larger max_new_tokens, or choose other trajectories"
+        )
     return dataset.add_column("sample_id", list(range(len(dataset))))

@@ -35,6 +35,8 @@ class EvalArguments:
         benchmark_files, ood_benchmark_files (`list[str]`): Local files averaged in-domain and out-of-domain.
     """
 
+    ZERO_MEANS = {"temperature": "greedy decoding"}  # positive values, where 0 has a meaning (glowrl.recipe)
+
     models: list[str] = field(default=None, metadata={"help": "Models to evaluate (in a pipeline: every one made)."})
     model_name_or_path: str = field(default=None, metadata={"help": "The base model (evaluated with include_base)."})
     include_base: bool = field(default=False, metadata={"help": "Also evaluate model_name_or_path, first."})
@@ -46,7 +48,7 @@ class EvalArguments:
     benchmark_kind: str = field(default="math", metadata={"help": "How local files are graded: math, mc or bbh."})
     num_samples: int = field(default=1, metadata={"help": "Samples per problem (n)."})
     k: list[int] = field(default=None, metadata={"help": "k shown for pass@k and maj@k (default: powers of 2 to n)."})
-    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature (> 0)."})
+    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature (0: greedy decoding)."})
     top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=32768, metadata={"help": "Generation budget per sample."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
