@@ -2,7 +2,8 @@
 
 SmolLM2-135M-Instruct (converted from its GGUF by the `smollm2_dir` fixture) samples its own trajectories with vLLM,
 GLOW SFT with LoRA trains on them, the hand-off report and GRPO run with vLLM (the LoRA-merged SFT model loaded in a
-colocated engine), and the eval stage scores base, SFT and RL with vLLM. What the tiny models cannot show: a real
+colocated engine; the hand-off after RL loads the merged RL model in vLLM), and the eval stage scores base, SFT and
+RL (with transformers at this size; the recipe uses vLLM). What the tiny models cannot show: a real
 tokenizer and ChatML template with a default system turn, real text, a tied LM head through LoRA merges and vLLM.
 
 python -m pytest tests/test_smollm2_pipeline.py -x -q
@@ -33,7 +34,9 @@ def test_every_stage_on_real_text(tmp_path, smollm2_dir):
     recipe["sft"].update(num_train_epochs=1, max_steps=2, per_device_train_batch_size=2, max_length=256)
     recipe["rl"].update(max_steps=2, num_generations=2, per_device_train_batch_size=2, max_completion_length=24)
     recipe["rl"]["readiness_prompts"] = 2
-    recipe["eval"].update(max_problems=3, max_new_tokens=24)
+    # Evaluation with transformers here: vLLM has loaded the merged SFT and RL models already (GRPO, hand-off), and
+    # three more engine starts would double the test's time.
+    recipe["eval"].update(max_problems=3, max_new_tokens=24, backend="transformers")
     recipe["eval"]["benchmark_files"] = [str(REPO / path) for path in recipe["eval"]["benchmark_files"]]
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
