@@ -30,6 +30,7 @@ LAYERS = [
             "glowrl.outputs",
             "glowrl.checkpoints",
             "glowrl.processes",
+            "glowrl.threads",
         ],
     ),
     ("grading, toy task, models, TRL hooks", ["glowrl.grading", "glowrl.toy", "glowrl.models", "glowrl._trl_compat"]),

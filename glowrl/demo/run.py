@@ -22,6 +22,7 @@ import yaml
 
 from ..errors import GlowrlError, LearningCheckFailed
 from ..io import read_jsonl, read_log_history, write_jsonl, write_text_atomic
+from ..threads import pin_threads
 from ..toy.arithmetic import generate_problems, generate_trajectories, tokenizer_corpus
 from .plots import plot_glow_weights, plot_rl, plot_sft_loss, weight_summary
 from .report import learning_checks, results_table, write_report
@@ -312,5 +313,9 @@ def fresh_output_dir(output_dir: str | Path, overwrite: bool) -> Path:
 
 
 def run(output_dir: str | Path, size: str = "full", teacher: bool = True, overwrite: bool = False) -> dict:
-    """Run the demo into `output_dir` (refusing a non-empty one without `overwrite`); returns the report."""
+    """Run the demo into `output_dir` (refusing a non-empty one without `overwrite`); returns the report.
+
+    One torch thread per process (unless `OMP_NUM_THREADS` is set): its models are tiny, where more threads only add
+    waiting (benchmarks/threads.py), and its figures then do not depend on the machine's cores or load."""
+    pin_threads(1)
     return run_demo(fresh_output_dir(output_dir, overwrite), size, SIZES[size], teacher)
