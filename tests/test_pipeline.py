@@ -6,6 +6,7 @@ stand-in launcher in seconds.
 python -m pytest tests/test_pipeline.py
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -174,12 +175,14 @@ def test_sigterm_reaches_the_stage_and_a_rerun_resumes_past_a_truncated_checkpoi
     while len(list((root / "sft").glob(f"checkpoint-*/{COMPLETE_MARKER}"))) < 2 and time.time() < deadline:
         assert process.poll() is None, "the pipeline ended before its second checkpoint"
         time.sleep(0.2)
+    stage = descendants(process.pid)  # the launcher and the training process, while they run
+    assert len(stage) >= 2, stage
     process.send_signal(signal.SIGTERM)  # to the pipeline only, as `kill PID` or a scheduler would
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM
     assert stderr.strip().splitlines()[-1].startswith("glowrl: error: interrupted by SIGTERM; re-run")
     assert manifest(root)["stages"]["sft"]["status"] == "interrupted"
-    assert not [p for p in psutil_children_of(process.pid)], "the stage outlived the pipeline"
+    assert not still_running(stage), f"the stage outlived the pipeline: {still_running(stage)}"
 
     newest = max((root / "sft").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     weights = newest / "model.safetensors"
@@ -193,18 +196,25 @@ def test_sigterm_reaches_the_stage_and_a_rerun_resumes_past_a_truncated_checkpoi
     assert models_equal(root / "sft", tmp_path / "reference" / "sft")  # the same model as an uninterrupted run
 
 
-def psutil_children_of(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (read from /proc), or that still carry the pipeline's stage marker."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
-            cmdline = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if fields.get("PPid", "").strip() == str(pid) or ("glowrl sft --config" in cmdline and "/run/" in cmdline):
-            found.append(int(status.parent.name))
-    return found
+def descendants(pid: int) -> list:
+    """Every process below `pid` (its children, theirs, ...), found by parenthood (psutil, which accelerate requires),
+    so that only this process tree counts, whatever else runs on the machine."""
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+def still_running(processes: list) -> list:
+    """Those of `processes` that still run: the same process (psutil checks its start time, so a later process given
+    the same pid does not count), not a zombie waiting to be reaped by its new parent."""
+    import psutil
+
+    alive = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+    return alive
 
 
 @pytest.mark.slow
