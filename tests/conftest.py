@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from no_skips import pytest_configure, pytest_runtest_makereport  # noqa: F401 - hooks: GLOWRL_NO_SKIP=1 fails skips
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
