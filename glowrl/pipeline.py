@@ -35,7 +35,7 @@ import yaml
 from ._trl_compat import validating_for_world_size
 from .checkpoints import last_complete_checkpoint
 from .errors import RecipeError
-from .io import read_log_history, read_trainer_state, write_json, write_text_atomic
+from .io import read_log_history, read_trainer_state, reward_trend, write_json, write_text_atomic
 from .launch import LocalLauncher, SlurmLauncher, StageLaunch, slurm_settings, wait_for_server
 from .outputs import RunLock, check_output, clear_dir
 from .processes import RunInterrupted, run_child
@@ -110,11 +110,9 @@ def headline_metrics(stage_dir: Path) -> dict:
     metrics = {"steps": state["global_step"]}
     if steps:
         metrics["final_loss"] = steps[-1]["loss"]
-    rewards = [e["reward"] for e in steps if e.get("reward") is not None]
-    if rewards:
-        k = max(1, len(rewards) // 5)
-        metrics["reward_first"] = sum(rewards[:k]) / k
-        metrics["reward_last"] = sum(rewards[-k:]) / k
+    trend = reward_trend(steps)
+    if trend:
+        metrics["reward_first_third"], metrics["reward_last_third"] = trend
     for key in ("glow/weight_mean", "entropy", "entropy/initial"):
         values = [e[key] for e in history if e.get(key) is not None]
         if values:

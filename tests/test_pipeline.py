@@ -91,7 +91,7 @@ def test_runs_sft_then_rl_and_skips_finished_stages(pipeline_recipe, tmp_path, c
         # accelerate is told the stage's own precision and accumulation, so it cannot disagree with the trainer
         assert command[command.index("--mixed_precision") + 1] == "no"
         assert command[command.index("--gradient_accumulation_steps") + 1] == "1"
-    assert "reward_first" in info["stages"]["rl"]["metrics"] and "final_loss" in info["stages"]["sft"]["metrics"]
+    assert "reward_first_third" in info["stages"]["rl"]["metrics"] and "final_loss" in info["stages"]["sft"]["metrics"]
     out = capsys.readouterr().out
     assert "stage 1/2: sft" in out and "stage 2/2: rl (grpo)" in out and "summary" in out
 

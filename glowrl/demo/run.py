@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import GlowrlError, LearningCheckFailed
-from ..io import read_jsonl, read_log_history, write_jsonl, write_text_atomic
+from ..io import read_jsonl, read_log_history, reward_trend, write_jsonl, write_text_atomic
 from ..threads import pin_threads
 from ..toy.arithmetic import generate_problems, generate_trajectories, tokenizer_corpus
 from .plots import plot_glow_weights, plot_rl, plot_sft_loss, weight_summary
@@ -247,14 +247,6 @@ def evaluation_figures(root: Path) -> dict:
     return figures
 
 
-def rl_reward_trend(stage_dir: Path) -> tuple[float, float]:
-    """Mean reward over the first and the last third of the RL steps."""
-    history = read_log_history(stage_dir)
-    rewards = [e["reward"] for e in history if e.get("reward") is not None]
-    third = max(1, len(rewards) // 3)
-    return sum(rewards[:third]) / third, sum(rewards[-third:]) / third
-
-
 def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
     start = time.time()
     print(f"== glowrl demo ({size_name}{', from a teacher' if teacher else ''}) -> {root}", flush=True)
@@ -262,7 +254,7 @@ def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
     build_inputs(root, size, teacher)
     run_pipeline(root, demo_recipe(root, size, teacher))
     figures = evaluation_figures(root)
-    reward_first, reward_last = rl_reward_trend(root / "rl")
+    reward_first, reward_last = reward_trend(read_log_history(root / "rl"))
     entropy_rows = read_jsonl(root / "rl" / "entropy.jsonl")
     train = read_jsonl(root / "generate" / "trajectories.jsonl" if teacher else root / "data" / "train.jsonl")
     from transformers import AutoModelForCausalLM
