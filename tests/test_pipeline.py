@@ -333,3 +333,15 @@ def test_pipeline_under_two_process_cpu_ddp(pipeline_recipe, tmp_path):
     last_steps = {max(v["step"] for v in visits if v["epoch"] == e) for e in range(2)}
     repeated = len(visits) - 2 * 81
     assert repeated == 2 * 15 and all(v["step"] in last_steps for v in visits[-16:])
+
+
+def test_accelerate_is_told_the_precision_of_a_stage_that_trains_and_none_for_generation(tmp_path):
+    from glowrl.launch import LocalLauncher
+
+    def precision(stage, values):
+        [command] = LocalLauncher().launch(stage, tmp_path / "r.yaml", values, None, False).steps
+        return command[command.index("--mixed_precision") + 1]
+
+    assert precision("sft", {}) == "bf16"  # TRL's default when neither bf16 nor fp16 is set
+    assert precision("sft", {"bf16": False}) == "no" and precision("rl", {"fp16": True}) == "fp16"
+    assert precision("generate", {}) == "no"  # it loads the teacher in its own dtype; bf16 autocast is not its to ask

@@ -69,6 +69,10 @@ class Stage:
             Dataclasses cheap to import (no torch, no TRL) whose fields `glowrl <name> --help` lists.
         help_note (`str`, *optional*):
             What else the stage accepts, for `--help` (e.g. "every field of trl.SFTConfig").
+        trains (`bool`, *optional*, defaults to `True`):
+            Whether it trains: `accelerate launch` is then told its mixed precision (from its `bf16`/`fp16`); a stage
+            that only samples or evaluates loads its model in its own dtype and is launched with `--mixed_precision
+            no`.
     """
 
     name: str
@@ -84,6 +88,7 @@ class Stage:
     single_process: Callable = field(default=lambda values: False)
     help_types: tuple = ()
     help_note: str = ""
+    trains: bool = True
 
 
 _registered: dict[str, Stage] = {}
