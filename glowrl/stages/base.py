@@ -217,9 +217,10 @@ def parse_stage_args(stage: Stage, argv: list[str]) -> tuple:
     return parse_dataclasses(selected_dataclass_types(stage, values, argv), values, argv)
 
 
-def _say_deepspeed_runs_on_cpu() -> None:
+def say_deepspeed_runs_on_cpu() -> None:
     """Where DeepSpeed is installed and torch sees no accelerator, set `DS_ACCELERATOR=cpu`: DeepSpeed would pick
-    the CPU anyway, but warns about it on import in every stage process. A `DS_ACCELERATOR` already set is kept."""
+    the CPU anyway, but warns about it on import in every process that loads it (through transformers or accelerate).
+    A `DS_ACCELERATOR` already set is kept. `glowrl.cli.main` calls it for every command."""
     if "DS_ACCELERATOR" in os.environ or importlib.util.find_spec("deepspeed") is None:
         return
     import torch
@@ -230,6 +231,6 @@ def _say_deepspeed_runs_on_cpu() -> None:
 
 def run_stage(name: str, argv: list[str]):
     """`glowrl <stage> ...`: parse the stage's arguments and run it in this process."""
-    _say_deepspeed_runs_on_cpu()
+    say_deepspeed_runs_on_cpu()
     stage = get_stage(name)
     return stage.run(*parse_stage_args(stage, argv))
