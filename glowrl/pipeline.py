@@ -248,6 +248,7 @@ def run(recipe_path: str, overrides: list[str], overwrite: bool = False, runner=
 def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) -> int:
     manifest_path = root / MANIFEST_NAME
     stages = list(resolved)
+    shown = set()  # stages run now: their reports (hand-off, evaluation table) were printed as they ran
     for index, stage in enumerate(stages, 1):
         info = manifest["stages"][stage]
         action = info.pop("action")
@@ -260,6 +261,7 @@ def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) ->
         if action == "replace":
             clear_dir(stage_dir)
         resume = info.pop("resume_from", None)
+        shown.add(stage)
         values = resolved[stage]
         stage_recipe = write_text_atomic(root / "recipes" / f"{stage}.yaml", yaml.safe_dump(values, sort_keys=False))
         single = get_stage(stage).single_process(values)
@@ -285,11 +287,13 @@ def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) ->
             return returncode
         info.update(status="done", metrics=headline_metrics(stage_dir))
         write_json(manifest, manifest_path)
-    summary(root, manifest)
+    summary(root, manifest, shown)
     return 0
 
 
-def summary(root: Path, manifest: dict):
+def summary(root: Path, manifest: dict, shown: set = frozenset()):
+    """One line per stage, then the reports of the finished stages not run now (those of `shown` were printed above
+    as they ran: each report is printed once)."""
     banner("summary")
     details = []
     for stage, info in manifest["stages"].items():
@@ -297,7 +301,7 @@ def summary(root: Path, manifest: dict):
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("metrics", {}).items()
         )
         print(f"  {stage:<8} {info['status']:<8} {info['config']['output_dir']}  {metrics}")
-        text = get_stage(stage).summary(info["config"]) if info["status"] == "done" else None
+        text = get_stage(stage).summary(info["config"]) if info["status"] == "done" and stage not in shown else None
         details += [f"\n{stage}:\n{text}"] if text else []
     print(f"  manifest: {root / MANIFEST_NAME}")
     for text in details:

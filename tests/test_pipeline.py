@@ -345,3 +345,16 @@ def test_accelerate_is_told_the_precision_of_a_stage_that_trains_and_none_for_ge
     assert precision("sft", {}) == "bf16"  # TRL's default when neither bf16 nor fp16 is set
     assert precision("sft", {"bf16": False}) == "no" and precision("rl", {"fp16": True}) == "fp16"
     assert precision("generate", {}) == "no"  # it loads the teacher in its own dtype; bf16 autocast is not its to ask
+
+
+def test_the_summary_repeats_no_report_printed_by_a_stage_run_now(tmp_path, capsys):
+    from glowrl.pipeline import summary
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.md").write_text("| the evaluation table |\n")
+    manifest = {"stages": {"eval": {"status": "done", "config": {"output_dir": str(tmp_path / "eval")}}}}
+    summary(tmp_path, manifest, shown={"eval"})  # the stage ran in this invocation and printed its table
+    out = capsys.readouterr().out
+    assert "eval     done" in out and "the evaluation table" not in out
+    summary(tmp_path, manifest)  # skipped: finished in an earlier run, so its table was not printed now
+    assert capsys.readouterr().out.count("| the evaluation table |") == 1

@@ -25,7 +25,7 @@ from ..io import read_jsonl, read_log_history, reward_trend, write_jsonl, write_
 from ..threads import pin_threads
 from ..toy.arithmetic import generate_problems, generate_trajectories, tokenizer_corpus
 from .plots import plot_glow_weights, plot_rl, plot_sft_loss, weight_summary
-from .report import learning_checks, results_table, write_report
+from .report import learning_checks, write_report
 
 
 # `full` is the default run; `ci` is the same code path with a few steps, for the test suite.
@@ -281,7 +281,8 @@ def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
     plot_rl(root / "rl", root / "rl.png")
     shutil.copyfile(root / "rl" / "readiness.png", root / "readiness.png")
     write_report(root, report)
-    print("\n" + results_table(figures))
+    # the eval stage printed its table above; report.md has the demo's summary of it (results_table)
+    print()
     for check in report["checks"]:
         print(f"{'PASS' if check['passed'] else 'FAIL'} {check['check']}: {check['detail']}")
     print(f"== done in {report['elapsed_s']:.0f}s: report in {root / 'report.md'}")
