@@ -61,6 +61,11 @@ def test_a_child_on_the_same_machine_shares_its_parents_budget_whatever_accelera
     assert decide(env, HOST, cores=never, load=never) == (1, "1@host-a")
 
 
+def test_an_omp_num_threads_set_after_the_decision_is_the_users():
+    env = {BUDGET_ENV: "4@host-a", "OMP_NUM_THREADS": "8"}
+    assert decide(env, HOST, cores=never, load=never) == (None, None)
+
+
 def test_a_budget_from_another_machine_is_decided_again():
     env = {BUDGET_ENV: "64@head-node", "OMP_NUM_THREADS": "64"}
     assert decide(env, HOST, cores=never, load=never) == (None, None)  # then the OMP_NUM_THREADS it came with stands
