@@ -150,3 +150,12 @@ def test_a_command_prints_no_library_warning_a_user_cannot_act_on(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "warn" not in (result.stdout + result.stderr).lower(), result.stderr
+
+
+@pytest.mark.parametrize(("flags", "default"), [([], "outputs/demo"), (["--synthetic"], "outputs/demo-synthetic")])
+def test_the_demo_and_the_synthetic_demo_have_their_own_default_outputs(tmp_path, monkeypatch, capsys, flags, default):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / default).mkdir(parents=True)
+    (tmp_path / default / "keep.txt").write_text("a finished run")
+    assert glowrl_main(["demo", "--size", "ci", *flags]) == 2  # refused: only the default it would write to is taken
+    assert f"--output_dir: {default} is not empty" in capsys.readouterr().err
