@@ -160,7 +160,8 @@ def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
 
     Each stage gets an `action`:
     - `skip`: finished with the same config (and nothing before it runs again);
-    - `resume`: unfinished (running, failed, interrupted) with the same config, from its last complete checkpoint;
+    - `resume`: unfinished (running, failed, interrupted) with the same config, from its last complete checkpoint; or
+      a stage that resumes itself (generation) whose output this pipeline has no record of (the stage run alone);
     - `run`: its output directory is empty or missing;
     - `replace`: its output is cleared first: with `--overwrite`, or when it holds only this pipeline's own unfinished
       attempt with no complete checkpoint to lose.
@@ -186,8 +187,10 @@ def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
             entry, action = {**old, "config": config}, "skip"
         elif same and unfinished and checkpoint:
             action, entry["resume_from"] = "resume", checkpoint
-        elif same and unfinished and holds_files and get_stage(stage).resumes_itself:
-            action = "resume"  # the stage continues from what its output holds
+        elif holds_files and get_stage(stage).resumes_itself and (old is None or (same and unfinished)):
+            # the stage continues from what its output holds, e.g. `glowrl generate` run alone on this recipe; it
+            # refuses, saying why, an output it did not write or written with other settings
+            action = "resume"
         elif not holds_files:
             action = "run"
         elif old is not None and unfinished and not checkpoint:

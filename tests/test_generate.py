@@ -208,7 +208,10 @@ def test_generate_then_sft_then_rl_in_one_pipeline(tmp_path, sft_checkpoint, tin
     recipe["eval"].update(max_problems=3, max_new_tokens=16, num_samples=1)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    assert run(str(path), []) == 0
+    assert glowrl_main(["generate", "--config", str(path)]) == 0  # stage 0 alone first, as the recipe's header says
+    first = (tmp_path / "run" / "generate" / "trajectories.jsonl").read_bytes()
+    assert run(str(path), []) == 0  # then the pipeline takes it up instead of refusing it
+    assert (tmp_path / "run" / "generate" / "trajectories.jsonl").read_bytes() == first  # nothing sampled again
     manifest = json.loads((tmp_path / "run" / "pipeline.json").read_text())
     assert [manifest["stages"][s]["status"] for s in ("generate", "sft", "rl", "eval")] == ["done"] * 4
     generated = str(tmp_path / "run" / "generate" / "trajectories.jsonl")

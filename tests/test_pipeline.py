@@ -358,3 +358,18 @@ def test_the_summary_repeats_no_report_printed_by_a_stage_run_now(tmp_path, caps
     assert "eval     done" in out and "the evaluation table" not in out
     summary(tmp_path, manifest)  # skipped: finished in an earlier run, so its table was not printed now
     assert capsys.readouterr().out.count("| the evaluation table |") == 1
+
+
+def test_generation_run_alone_on_a_recipe_is_resumed_by_its_pipeline(tmp_path):
+    from glowrl.pipeline import plan_stages
+
+    generated = tmp_path / "generate"
+    generated.mkdir()
+    (generated / "trajectories.jsonl").write_text("{}\n")  # `glowrl generate --config recipe` ran first
+    resolved = {"generate": {"output_dir": str(generated)}, "sft": {"output_dir": str(tmp_path / "sft")}}
+    stages = plan_stages(resolved, None, overwrite=False)
+    assert (stages["generate"]["action"], stages["sft"]["action"]) == ("resume", "run")
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "model.safetensors").write_text("not this pipeline's")
+    with pytest.raises(ValueError, match="sft: .* holds files this pipeline never wrote"):
+        plan_stages(resolved, None, overwrite=False)  # a training stage's unknown output is still refused
