@@ -13,7 +13,7 @@ writes this report before training and again after it (`readiness.json`), so it 
 
 import random
 
-from ..grading import verify_batch
+from ..grading import extract_boxed, verify_batch
 from ..io import pyplot, save_figure
 from .metrics import pass_at_k
 
@@ -26,7 +26,13 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def handoff_figures(correct: list[list], entropy: list[list[float]], tokens: list[list[int]], truncated: list[list]):
+def handoff_figures(
+    correct: list[list],
+    entropy: list[list[float]],
+    tokens: list[list[int]],
+    truncated: list[list],
+    answered: list[list] | None = None,
+):
     """The hand-off figures from per-prompt groups of samples (all lists: prompts x samples).
 
     Args:
@@ -34,12 +40,13 @@ def handoff_figures(correct: list[list], entropy: list[list[float]], tokens: lis
         entropy: each sample's mean token entropy (nats).
         tokens: each sample's generated tokens.
         truncated: whether each sample ran out of tokens.
+        answered: whether each sample gives a final answer (a complete `\\boxed{}`), the format the reward reads.
 
     Returns:
         `dict`: `prompts`, `num_generations`, `mean_reward`, `pass@k` (k = 1..G), `share_all_correct`,
         `share_all_wrong`, `share_no_signal` (their sum), `entropy` (token-weighted), `entropy_p10|p50|p90` (over
         prompts of each prompt's token-weighted entropy), `truncation_rate`, and `unscorable_prompts` (left out of the
-        reward and group figures).
+        reward and group figures), and with `answered`, `no_answer_rate`.
     """
     groups = len(correct[0]) if correct else 0
     scored = [[bool(c) for c in row] for row in correct if all(c is not None for c in row)]
@@ -64,15 +71,28 @@ def handoff_figures(correct: list[list], entropy: list[list[float]], tokens: lis
     for q in (10, 50, 90):
         figures[f"entropy_p{q}"] = _quantile(per_prompt, q / 100)
     figures["truncation_rate"] = sum(map(sum, truncated)) / sum(len(row) for row in truncated)
+    if answered is not None:
+        figures["no_answer_rate"] = 1 - sum(map(sum, answered)) / sum(len(row) for row in answered)
     return figures
 
 
 def advice(figures: dict, temperature: float) -> str | None:
-    """A warning when most groups will carry no signal, saying which way to move; `None` when they will."""
+    """A warning when most groups will carry no signal, saying which way to move; `None` when they will.
+
+    Mostly all wrong because most samples give no final answer is a different problem from prompts that are too hard:
+    the model has not learned the answer format, and easier prompts or a higher temperature will not teach it."""
     if figures.get("share_no_signal", 0.0) <= 0.5:
         return None
     share = f"{figures['share_no_signal']:.0%} of the groups have no reward variance (no advantage, no gradient)"
-    if figures["share_all_wrong"] >= figures["share_all_correct"]:
+    mostly_wrong = figures["share_all_wrong"] >= figures["share_all_correct"]
+    if mostly_wrong and figures.get("no_answer_rate", 0.0) > 0.5:
+        return (
+            f"{share}, mostly all wrong, and {figures['no_answer_rate']:.0%} of the samples give no final \\boxed{{}} "
+            f"answer ({figures['truncation_rate']:.0%} run out of tokens): the model has not learned the answer "
+            "format; train SFT further (more steps or epochs) on data that ends in a boxed answer before RL, or give "
+            "more max_completion_length if its answers are cut off"
+        )
+    if mostly_wrong:
         return (
             f"{share}, mostly all wrong: the prompts are too hard for this model; use easier prompts, more "
             f"num_generations, or a higher temperature (now {temperature}; entropy {figures['entropy']:.3f} nats)"
@@ -116,6 +136,7 @@ def readiness(
         [[c.entropy for c in group] for group in completions],
         [[c.num_tokens for c in group] for group in completions],
         [[c.truncated for c in group] for group in completions],
+        [[extract_boxed(c.text) is not None for c in group] for group in completions],
     )
     figures["pass_rates"] = [sum(s == 1.0 for s in row) / num_generations for row in correct]
     figures["advice"] = advice(figures, temperature)

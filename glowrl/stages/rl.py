@@ -177,6 +177,7 @@ def handoff_text(when: str, figures: dict) -> str:
             f"{figures.get('share_all_correct', nan):.1%} / all wrong {figures.get('share_all_wrong', nan):.1%}, "
             f"entropy {figures['entropy']:.3f} nats (p10-p90 over prompts {figures['entropy_p10']:.3f}-"
             f"{figures['entropy_p90']:.3f}), truncated {figures['truncation_rate']:.1%}"
+            + (f", no answer {figures['no_answer_rate']:.1%}" if "no_answer_rate" in figures else "")
         )
     ]
     if figures.get("advice"):
