@@ -6,8 +6,9 @@ Every command goes through `glowrl.cli.main` (the `glowrl` script, `python -m gl
 1. The decision of the glowrl command that started this one, on this machine ([`BUDGET_ENV`], which this module
    writes: `<threads>@<hostname>`, with `OMP_NUM_THREADS` set to the same count), divided by this machine's processes
    of the stage (`LOCAL_WORLD_SIZE`, which `accelerate launch` and `torchrun` set). So a pipeline decides once, when
-   it starts, and a stage with two processes gets half of it each; a stage on another machine (a Slurm step) decides
-   for itself, and an `OMP_NUM_THREADS` changed since the decision is the user's (rule 2).
+   it starts, and a stage with two processes gets half of it each; a stage on another machine (a Slurm step, which
+   inherits the environment) decides for itself (rule 3), and an `OMP_NUM_THREADS` other than the one glowrl set with
+   the decision is the user's (rule 2).
 2. `OMP_NUM_THREADS` set by the user (or by a bare `accelerate launch`, which sets it for each process): kept as is.
 3. Otherwise the physical cores this process may use (its CPU affinity, a cgroup CPU quota), less the cores that other
    work keeps busy (the 1-minute load average, rounded), at least 1, divided by the local processes.
@@ -79,10 +80,11 @@ def decide(env: dict, hostname: str, cores=_usable_cores, load=_load) -> tuple[i
     local = _positive_int(env.get(LOCAL_PROCESSES_ENV)) or 1
     inherited = env.get(BUDGET_ENV, "")
     budget, _, host = inherited.partition("@")
-    omp = env.get("OMP_NUM_THREADS")
-    if _positive_int(budget) and host == hostname and omp in (None, budget):  # another OMP_NUM_THREADS: the user's
+    # OMP_NUM_THREADS unset, or the count glowrl set with the budget; any other is the user's
+    ours = _positive_int(budget) and env.get("OMP_NUM_THREADS") in (None, budget)
+    if ours and host == hostname:
         return max(1, int(budget) // local), inherited
-    if _positive_int(env.get("OMP_NUM_THREADS")):
+    if not ours and _positive_int(env.get("OMP_NUM_THREADS")):
         return None, None
     machine = choose_threads(cores(), load(), 1)
     return max(1, machine // local), f"{machine}@{hostname}"

@@ -67,9 +67,13 @@ def test_an_omp_num_threads_set_after_the_decision_is_the_users():
 
 
 def test_a_budget_from_another_machine_is_decided_again():
-    env = {BUDGET_ENV: "64@head-node", "OMP_NUM_THREADS": "64"}
-    assert decide(env, HOST, cores=never, load=never) == (None, None)  # then the OMP_NUM_THREADS it came with stands
+    # a Slurm step on another node inherits the head node's environment: its decision, and the OMP_NUM_THREADS glowrl
+    # set with it, say nothing about this node (accelerate would give each of 8 processes all 64 threads)
+    env = {BUDGET_ENV: "64@head-node", "OMP_NUM_THREADS": "64", "LOCAL_WORLD_SIZE": "8"}
+    assert decide(env, HOST, cores=lambda: 32, load=lambda: 0.0) == (4, "32@host-a")
     assert decide({BUDGET_ENV: "64@head-node"}, HOST, cores=lambda: 2, load=lambda: 0.0) == (2, "2@host-a")
+    env = {BUDGET_ENV: "64@head-node", "OMP_NUM_THREADS": "6"}  # the user's, exported to every node
+    assert decide(env, HOST, cores=never, load=never) == (None, None)
 
 
 def test_parallel_commands_get_an_even_share():
