@@ -91,6 +91,16 @@ def read_log_history(run_dir: str | os.PathLike) -> list[dict]:
     return state["log_history"] if state else []
 
 
+def reward_trend(log_history: list[dict]) -> tuple[float, float] | None:
+    """The mean logged `reward` over the first third and over the last third of an RL run's logging steps (at least
+    one step each), or None without rewards. The one definition of "first" and "last" that every summary uses."""
+    rewards = [e["reward"] for e in log_history if e.get("reward") is not None]
+    if not rewards:
+        return None
+    third = max(1, len(rewards) // 3)
+    return sum(rewards[:third]) / third, sum(rewards[-third:]) / third
+
+
 def looks_local(name: str) -> bool:
     """Whether `name` means a local path rather than a Hub repository id (`org/name`).
 

@@ -35,7 +35,7 @@ import yaml
 from ._trl_compat import validating_for_world_size
 from .checkpoints import COMPLETE_MARKER, last_complete_checkpoint
 from .errors import RecipeError
-from .io import read_log_history, read_trainer_state, write_json, write_text_atomic
+from .io import read_log_history, read_trainer_state, reward_trend, write_json, write_text_atomic
 from .launch import LocalLauncher, SlurmLauncher, StageLaunch, slurm_settings, wait_for_server
 from .outputs import RunLock, check_output, clear_dir
 from .processes import RunInterrupted, run_child
@@ -110,11 +110,9 @@ def headline_metrics(stage_dir: Path) -> dict:
     metrics = {"steps": state["global_step"]}
     if steps:
         metrics["final_loss"] = steps[-1]["loss"]
-    rewards = [e["reward"] for e in steps if e.get("reward") is not None]
-    if rewards:
-        k = max(1, len(rewards) // 5)
-        metrics["reward_first"] = sum(rewards[:k]) / k
-        metrics["reward_last"] = sum(rewards[-k:]) / k
+    trend = reward_trend(steps)
+    if trend:
+        metrics["reward_first_third"], metrics["reward_last_third"] = trend
     for key in ("glow/weight_mean", "entropy", "entropy/initial"):
         values = [e[key] for e in history if e.get(key) is not None]
         if values:
@@ -174,7 +172,8 @@ def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
     - `skip`: finished with the same config (and nothing before it runs again);
     - `skip` too: unfinished with the same config, but its output holds the marker its training stage writes once every
       rank has saved the final model (the run was killed, or aborted, after that: nothing of it is missing);
-    - `resume`: unfinished (running, failed, interrupted) with the same config, from its last complete checkpoint;
+    - `resume`: unfinished (running, failed, interrupted) with the same config, from its last complete checkpoint; or
+      a stage that resumes itself (generation) whose output this pipeline has no record of (the stage run alone);
     - `run`: its output directory is empty or missing;
     - `replace`: its output is cleared first: with `--overwrite` (remembered, as `overwrite_pending`, until the stage
       starts, so a run stopped before it still replaces it), or when it holds only this pipeline's own unfinished
@@ -207,8 +206,10 @@ def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
             entry, action = {**old, "config": config, "status": "done", "ended": ended}, "skip"
         elif same and unfinished and checkpoint:
             action, entry["resume_from"] = "resume", checkpoint
-        elif same and unfinished and holds_files and get_stage(stage).resumes_itself:
-            action = "resume"  # the stage continues from what its output holds
+        elif holds_files and get_stage(stage).resumes_itself and (old is None or (same and unfinished)):
+            # the stage continues from what its output holds, e.g. `glowrl generate` run alone on this recipe; it
+            # refuses, saying why, an output it did not write or written with other settings
+            action = "resume"
         elif not holds_files:
             action = "run"
         elif old is not None and unfinished and not checkpoint:
@@ -286,6 +287,7 @@ def run(
 def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) -> int:
     manifest_path = root / MANIFEST_NAME
     stages = list(resolved)
+    shown = set()  # stages run now: their reports (hand-off, evaluation table) were printed as they ran
     for index, stage in enumerate(stages, 1):
         info = manifest["stages"][stage]
         action = info.pop("action")
@@ -300,6 +302,7 @@ def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) ->
         info.pop("overwrite_pending", None)
         (stage_dir / COMPLETE_MARKER).unlink(missing_ok=True)  # only this run may say it saved the model
         resume = info.pop("resume_from", None)
+        shown.add(stage)
         values = resolved[stage]
         stage_recipe = write_text_atomic(root / "recipes" / f"{stage}.yaml", yaml.safe_dump(values, sort_keys=False))
         single = get_stage(stage).single_process(values)
@@ -328,11 +331,13 @@ def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) ->
             return returncode
         info.update(status="done", metrics=headline_metrics(stage_dir))
         write_json(manifest, manifest_path)
-    summary(root, manifest)
+    summary(root, manifest, shown)
     return 0
 
 
-def summary(root: Path, manifest: dict):
+def summary(root: Path, manifest: dict, shown: set = frozenset()):
+    """One line per stage, then the reports of the finished stages not run now (those of `shown` were printed above
+    as they ran: each report is printed once)."""
     banner("summary")
     details = []
     for stage, info in manifest["stages"].items():
@@ -340,7 +345,7 @@ def summary(root: Path, manifest: dict):
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("metrics", {}).items()
         )
         print(f"  {stage:<8} {info['status']:<8} {info['config']['output_dir']}  {metrics}")
-        text = get_stage(stage).summary(info["config"]) if info["status"] == "done" else None
+        text = get_stage(stage).summary(info["config"]) if info["status"] == "done" and stage not in shown else None
         details += [f"\n{stage}:\n{text}"] if text else []
     print(f"  manifest: {root / MANIFEST_NAME}")
     for text in details:

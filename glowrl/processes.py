@@ -1,10 +1,13 @@
 """Running a stage as a child process so that signals reach it and it never outlives the pipeline.
 
 [`run_child`] starts the stage's launcher in a process group of its own and forwards SIGINT and SIGTERM to that whole
-group (the launcher and every training process it started), waits for it to end, then raises [`RunInterrupted`] so
-the pipeline records the stage as interrupted. If the pipeline itself is killed outright (SIGKILL), the launcher gets
-SIGTERM from the kernel (`PR_SET_PDEATHSIG`), and each stage process started under it asks for the same
-([`die_with_parent`], which `glowrl <stage>` calls when the pipeline started it), so nothing keeps training unrecorded.
+group (the launcher and every training process it started), waits for the whole group to end (not only the launcher,
+which may exit before the processes it started), then raises [`RunInterrupted`] so the pipeline records the stage as
+interrupted. A process of the group still running after the launcher has ended is given SIGTERM (after a normal end)
+or time to finish its SIGTERM, then SIGKILL after [`GROUP_GRACE_S`]. If the pipeline itself is killed outright
+(SIGKILL), the launcher gets SIGTERM from the kernel (`PR_SET_PDEATHSIG`), and each stage process started under it
+asks for the same ([`die_with_parent`], which `glowrl <stage>` calls when the pipeline started it), so nothing keeps
+training unrecorded.
 Linux only for the parent-death signal; elsewhere only the forwarding applies. [`run_parallel`] does the same for
 several commands at a time (the runs of a study). [`run_apart`] calls a function in a fresh interpreter (for work that
 must not inherit this process's state). Standard library only.
@@ -16,6 +19,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 
 DIE_WITH_PARENT_ENV = "GLOWRL_DIE_WITH_PARENT"
@@ -30,6 +34,8 @@ UNATTENDED_ENV = {
 }
 """What an unattended child process (the GPU checks' commands) sees: no Hub, no usage reporting, unbuffered output."""
 _PR_SET_PDEATHSIG = 1
+GROUP_GRACE_S = 60.0
+"""How long a stage's processes get to end after its launcher has, before SIGKILL."""
 
 
 class RunInterrupted(Exception):
@@ -78,12 +84,54 @@ def _wait(child: subprocess.Popen) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         returncode = child.wait()
+        wait_for_group(child.pid, terminate=not received)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if received:
         raise RunInterrupted(received[0])
     return returncode
+
+
+def group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` is still running; zombies (ended, waiting to be reaped) do not count."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not Path("/proc/self/stat").is_file():
+        return True  # not Linux: no way to tell a zombie from a running process
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
+def wait_for_group(pgid: int, terminate: bool, grace: float | None = None, poll: float = 0.05) -> None:
+    """Wait until no process of group `pgid` runs: with `terminate`, send the group SIGTERM first (its leader has
+    ended normally, so what is left is stray); after `grace` seconds (default [`GROUP_GRACE_S`]), SIGKILL."""
+    grace = GROUP_GRACE_S if grace is None else grace
+    if not group_running(pgid):
+        return
+    if terminate:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    killed = False
+    while group_running(pgid):
+        if time.monotonic() > deadline:
+            if killed:
+                return  # SIGKILL sent a grace period ago: a process in uninterruptible sleep; nothing more to do
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            killed, deadline = True, time.monotonic() + grace
+        time.sleep(poll)
 
 
 def run_parallel(
@@ -128,6 +176,7 @@ def run_parallel(
                 break
             for index, child in list(running.items()):
                 if child.poll() is not None:
+                    wait_for_group(child.pid, terminate=not received)
                     statuses[index] = child.returncode
                     del running[index]
                     if on_exit:

@@ -9,12 +9,17 @@ import os
 from pathlib import Path
 
 import pytest
+from no_skips import pytest_configure, pytest_runtest_makereport  # noqa: F401 - hooks: GLOWRL_NO_SKIP=1 fails skips
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread in the tests and every process they start (glowrl.threads keeps a set OMP_NUM_THREADS): the same
+# count whatever the machine's load, so two runs a test compares never differ by their thread count, and the tiny
+# models run fastest so on a busy machine. tests/test_threads.py checks the policy itself.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,6 +5,7 @@ Each bad input must give one `glowrl: error:` line naming the field, exit status
     python -m pytest tests/test_cli.py
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,23 @@ def test_process_exit_status_and_single_error_line(recipe, tmp_path):
         "glowrl: error: glow_alpha must be ≥ 0, got -1"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_command_prints_no_library_warning_a_user_cannot_act_on(tmp_path):
+    # DeepSpeed (where installed) warned "Setting accelerator to CPU" on import in every command that loads it.
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    result = subprocess.run(
+        [sys.executable, "-m", "glowrl", "tiny-model", "--output_dir", str(tmp_path / "m")],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "warn" not in (result.stdout + result.stderr).lower(), result.stderr
+
+
+@pytest.mark.parametrize(("flags", "default"), [([], "outputs/demo"), (["--synthetic"], "outputs/demo-synthetic")])
+def test_the_demo_and_the_synthetic_demo_have_their_own_default_outputs(tmp_path, monkeypatch, capsys, flags, default):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / default).mkdir(parents=True)
+    (tmp_path / default / "keep.txt").write_text("a finished run")
+    assert glowrl_main(["demo", "--size", "ci", *flags]) == 2  # refused: only the default it would write to is taken
+    assert f"--output_dir: {default} is not empty" in capsys.readouterr().err

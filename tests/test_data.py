@@ -85,7 +85,7 @@ def test_existing_labels_are_kept_and_missing_ones_filled(tmp_path):
     [
         ([{"prompt": "q", "text": "c"}], {}, "no completion column 'completion'"),
         ([{"question": "q", "completion": "c"}], {}, "no prompt column 'prompt' or problem column 'problem'"),
-        ([{"prompt": "q", "completion": "   "}], {}, "row 0: the completion is empty"),
+        ([{"prompt": "q", "completion": "   "}, {"prompt": "q", "completion": ""}], {}, "every completion is empty"),
         ([{"prompt": "q", "completion": "c", "correct": True}], {"trajectories": "negative"}, "0 incorrect"),
         ([{"prompt": "q", "completion": "c"}], {"trajectories": "positive"}, "neither a 'correct' nor an 'answer'"),
     ],
@@ -93,6 +93,28 @@ def test_existing_labels_are_kept_and_missing_ones_filled(tmp_path):
 def test_bad_data_is_a_clear_error(tmp_path, rows, kwargs, message):
     with pytest.raises(ValueError, match=message):
         build([write(tmp_path / "t.jsonl", rows)], **kwargs)
+
+
+def test_empty_completions_are_left_out_and_named(tmp_path, capsys):
+    rows = [
+        {"prompt": "q", "completion": r"\boxed{3}", "answer": "3"},
+        {"prompt": "q", "completion": "", "answer": "3"},  # the teacher ended its turn at once
+        {"prompt": "q", "completion": " \n\t", "answer": "3"},  # whitespace only
+        {"prompt": "q", "completion": "<think>\n", "answer": "3", "correct": False, "empty": True},  # stage 0's mark
+        {"prompt": "q", "completion": r"\boxed{4}", "answer": "3"},
+    ]
+    first = write(tmp_path / "t.jsonl", rows)
+    second = write(tmp_path / "u.jsonl", [{"prompt": "p", "completion": " ", "correct": True}, *rows[:1]])
+    dataset = build([first, second])
+    texts = [c[0]["content"] for c in dataset["completion"]]
+    assert texts == [r"\boxed{3}", r"\boxed{4}", r"\boxed{3}"]
+    assert dataset["correct"] == [True, False, True] and dataset["sample_id"] == [0, 1, 2]
+    assert "empty" not in dataset.column_names and "row" not in dataset.column_names
+    out = capsys.readouterr().out
+    assert (
+        f"Left out 4 trajectories whose completion is empty (no tokens to train on): {first} row 1, {first} row 2, "
+        f"{first} row 3, {second} row 0\n" in out
+    )
 
 
 def test_missing_local_path_is_an_error_not_a_hub_lookup(tmp_path):

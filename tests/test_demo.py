@@ -16,9 +16,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("teacher", [False, True], ids=["synthetic", "teacher"])
-def test_demo_report_has_every_section(tmp_path, teacher):
+def test_demo_report_has_every_section(tmp_path, capfd, teacher):
     root = tmp_path / "demo"
     assert glowrl_main(["demo", "--size", "ci", "--output_dir", str(root), *([] if teacher else ["--synthetic"])]) == 0
+    out = capfd.readouterr().out  # the demo's and its stage processes' output: each report printed once
+    assert out.count("hand-off report, before RL") == out.count("hand-off report, after RL") == 1
+    assert out.count("| in_domain | base |") == 1
     report = (root / "report.md").read_text()
     for section in (
         "## Results",

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -22,10 +23,13 @@ from utils import REPO, read_jsonl
 from glowrl.cli import main as glowrl_main
 from glowrl.data import TrajectoryArguments, build_trajectory_dataset
 from glowrl.pipeline import run
+from glowrl.teacher.run import sample_rows, summarize
+from glowrl.teacher.sampler import Sample
+from glowrl.teacher.templates import AssistantTurn
 
 
 ROW_KEYS = {"problem_id", "sample_index", "problem", "prompt", "completion", "answer", "correct", "truncated"}
-ROW_KEYS |= {"finish_reason", "num_tokens", "teacher"}
+ROW_KEYS |= {"finish_reason", "num_tokens", "teacher", "empty"}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +81,29 @@ def test_sft_reads_the_generated_file_as_it_is(generated):
     assert (
         dataset[0]["prompt"] == kept[0]["prompt"] and dataset[0]["completion"][0]["content"] == kept[0]["completion"]
     )
+
+
+def test_an_empty_sample_is_incorrect_marked_counted_and_left_out_of_sft(tmp_path, capsys):
+    problem = {"problem_id": "add-1-2", "problem": "What is 1 + 2?", "answer": "3"}
+    prompt = [{"role": "user", "content": problem["problem"]}]
+    samples = [
+        Sample("1 + 2 = 3.\nThe answer is \\boxed{3}.", 12, "stop"),
+        Sample("", 1, "stop"),  # the teacher ended its turn at once, as a real teacher did 5 times in 200
+        Sample(" \n", 2, "stop"),
+        Sample("1 + 2 = 4.\nThe answer is \\boxed{4}.", 12, "stop"),
+    ]
+    rows = sample_rows(problem, AssistantTurn("<prompt>", "<think>\n"), prompt, samples, range(4), "teacher")
+    assert [(r["correct"], r["empty"]) for r in rows] == [(True, False), (False, True), (False, True), (False, False)]
+    assert rows[1]["completion"] == "<think>\n"  # the stored turn keeps the template's opening, so it looks non-empty
+    path = tmp_path / "trajectories.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = SimpleNamespace(teacher="teacher", output_dir=str(tmp_path), num_samples=4)
+    summary = summarize(args, rows, 4, 1.0, path)
+    assert summary["empty"] == 2 and summary["share_correct"] == 0.25
+    assert "empty=2" in capsys.readouterr().out
+    dataset = build_trajectory_dataset(TrajectoryArguments(dataset_paths=[str(path)]))
+    assert dataset["correct"] == [True, False]
+    assert "Left out 2 trajectories whose completion is empty" in capsys.readouterr().out
 
 
 def test_a_killed_run_resumes_to_the_same_file(tmp_path, generated, sft_checkpoint, problems):
@@ -181,7 +208,10 @@ def test_generate_then_sft_then_rl_in_one_pipeline(tmp_path, sft_checkpoint, tin
     recipe["eval"].update(max_problems=3, max_new_tokens=16, num_samples=1)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    assert run(str(path), []) == 0
+    assert glowrl_main(["generate", "--config", str(path)]) == 0  # stage 0 alone first, as the recipe's header says
+    first = (tmp_path / "run" / "generate" / "trajectories.jsonl").read_bytes()
+    assert run(str(path), []) == 0  # then the pipeline takes it up instead of refusing it
+    assert (tmp_path / "run" / "generate" / "trajectories.jsonl").read_bytes() == first  # nothing sampled again
     manifest = json.loads((tmp_path / "run" / "pipeline.json").read_text())
     assert [manifest["stages"][s]["status"] for s in ("generate", "sft", "rl", "eval")] == ["done"] * 4
     generated = str(tmp_path / "run" / "generate" / "trajectories.jsonl")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from glowrl.io import pyplot, save_figure
+from glowrl.io import pyplot, reward_trend, save_figure
 
 
 def test_save_figure_writes_a_png_and_closes_the_figure(tmp_path):
@@ -25,3 +25,11 @@ def test_a_failed_save_leaves_the_previous_file_and_no_temporary_file(tmp_path):
     assert path.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["line.png"]
     assert not pyplot().fignum_exists(fig.number)
+
+
+def test_reward_trend_is_the_mean_of_the_first_and_the_last_third_of_the_steps():
+    history = [{"reward": r, "step": i} for i, r in enumerate([0.0, 0.5, 0.25, 1.0, 0.0, 1.0, 0.75])]
+    history.insert(3, {"loss": 0.1, "step": 3})  # a step without a reward is not a step of the trend
+    assert reward_trend(history) == (0.25, 0.875)  # 7 rewards: thirds of 2; (0 + 0.5) / 2 and (1 + 0.75) / 2
+    assert reward_trend([{"reward": 0.2}, {"reward": 0.6}]) == (0.2, 0.6)  # fewer than 3: one step each
+    assert reward_trend([{"loss": 1.0}]) is None

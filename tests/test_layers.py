@@ -30,6 +30,7 @@ LAYERS = [
             "glowrl.outputs",
             "glowrl.checkpoints",
             "glowrl.processes",
+            "glowrl.threads",
         ],
     ),
     (

@@ -6,6 +6,7 @@ stand-in launcher in seconds.
 python -m pytest tests/test_pipeline.py
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -90,7 +91,7 @@ def test_runs_sft_then_rl_and_skips_finished_stages(pipeline_recipe, tmp_path, c
         # accelerate is told the stage's own precision and accumulation, so it cannot disagree with the trainer
         assert command[command.index("--mixed_precision") + 1] == "no"
         assert command[command.index("--gradient_accumulation_steps") + 1] == "1"
-    assert "reward_first" in info["stages"]["rl"]["metrics"] and "final_loss" in info["stages"]["sft"]["metrics"]
+    assert "reward_first_third" in info["stages"]["rl"]["metrics"] and "final_loss" in info["stages"]["sft"]["metrics"]
     out = capsys.readouterr().out
     assert "stage 1/2: sft" in out and "stage 2/2: rl (grpo)" in out and "summary" in out
 
@@ -174,12 +175,14 @@ def test_sigterm_reaches_the_stage_and_a_rerun_resumes_past_a_truncated_checkpoi
     while len(list((root / "sft").glob(f"checkpoint-*/{COMPLETE_MARKER}"))) < 2 and time.time() < deadline:
         assert process.poll() is None, "the pipeline ended before its second checkpoint"
         time.sleep(0.2)
+    stage = descendants(process.pid)  # the launcher and the training process, while they run
+    assert len(stage) >= 2, stage
     process.send_signal(signal.SIGTERM)  # to the pipeline only, as `kill PID` or a scheduler would
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM
     assert stderr.strip().splitlines()[-1].startswith("glowrl: error: interrupted by SIGTERM; re-run")
     assert manifest(root)["stages"]["sft"]["status"] == "interrupted"
-    assert not [p for p in psutil_children_of(process.pid)], "the stage outlived the pipeline"
+    assert not still_running(stage), f"the stage outlived the pipeline: {still_running(stage)}"
 
     newest = max((root / "sft").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     weights = newest / "model.safetensors"
@@ -193,18 +196,25 @@ def test_sigterm_reaches_the_stage_and_a_rerun_resumes_past_a_truncated_checkpoi
     assert models_equal(root / "sft", tmp_path / "reference" / "sft")  # the same model as an uninterrupted run
 
 
-def psutil_children_of(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (read from /proc), or that still carry the pipeline's stage marker."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
-            cmdline = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if fields.get("PPid", "").strip() == str(pid) or ("glowrl sft --config" in cmdline and "/run/" in cmdline):
-            found.append(int(status.parent.name))
-    return found
+def descendants(pid: int) -> list:
+    """Every process below `pid` (its children, theirs, ...), found by parenthood (psutil, which accelerate requires),
+    so that only this process tree counts, whatever else runs on the machine."""
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+def still_running(processes: list) -> list:
+    """Those of `processes` that still run: the same process (psutil checks its start time, so a later process given
+    the same pid does not count), not a zombie waiting to be reaped by its new parent."""
+    import psutil
+
+    alive = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+    return alive
 
 
 @pytest.mark.slow
@@ -323,3 +333,43 @@ def test_pipeline_under_two_process_cpu_ddp(pipeline_recipe, tmp_path):
     last_steps = {max(v["step"] for v in visits if v["epoch"] == e) for e in range(2)}
     repeated = len(visits) - 2 * 81
     assert repeated == 2 * 15 and all(v["step"] in last_steps for v in visits[-16:])
+
+
+def test_accelerate_is_told_the_precision_of_a_stage_that_trains_and_none_for_generation(tmp_path):
+    from glowrl.launch import LocalLauncher
+
+    def precision(stage, values):
+        [command] = LocalLauncher().launch(stage, tmp_path / "r.yaml", values, None, False).steps
+        return command[command.index("--mixed_precision") + 1]
+
+    assert precision("sft", {}) == "bf16"  # TRL's default when neither bf16 nor fp16 is set
+    assert precision("sft", {"bf16": False}) == "no" and precision("rl", {"fp16": True}) == "fp16"
+    assert precision("generate", {}) == "no"  # it loads the teacher in its own dtype; bf16 autocast is not its to ask
+
+
+def test_the_summary_repeats_no_report_printed_by_a_stage_run_now(tmp_path, capsys):
+    from glowrl.pipeline import summary
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.md").write_text("| the evaluation table |\n")
+    manifest = {"stages": {"eval": {"status": "done", "config": {"output_dir": str(tmp_path / "eval")}}}}
+    summary(tmp_path, manifest, shown={"eval"})  # the stage ran in this invocation and printed its table
+    out = capsys.readouterr().out
+    assert "eval     done" in out and "the evaluation table" not in out
+    summary(tmp_path, manifest)  # skipped: finished in an earlier run, so its table was not printed now
+    assert capsys.readouterr().out.count("| the evaluation table |") == 1
+
+
+def test_generation_run_alone_on_a_recipe_is_resumed_by_its_pipeline(tmp_path):
+    from glowrl.pipeline import plan_stages
+
+    generated = tmp_path / "generate"
+    generated.mkdir()
+    (generated / "trajectories.jsonl").write_text("{}\n")  # `glowrl generate --config recipe` ran first
+    resolved = {"generate": {"output_dir": str(generated)}, "sft": {"output_dir": str(tmp_path / "sft")}}
+    stages = plan_stages(resolved, None, overwrite=False)
+    assert (stages["generate"]["action"], stages["sft"]["action"]) == ("resume", "run")
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "model.safetensors").write_text("not this pipeline's")
+    with pytest.raises(ValueError, match="sft: .* holds files this pipeline never wrote"):
+        plan_stages(resolved, None, overwrite=False)  # a training stage's unknown output is still refused

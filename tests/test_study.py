@@ -80,7 +80,7 @@ def test_run_metrics_read_the_eval_results_and_trainer_states(tmp_path):
         "sft/in_domain/x/accuracy": 0.5,  # each benchmark's accuracy, next to its domain's average
         "rl/out_of_domain/accuracy": 0.25,
         "sft/heldout_loss": 1.5,  # the last held-out loss
-        "rl/train_reward": 0.25,  # the mean of the last fifth (2 of 10) of the logged rewards
+        "rl/train_reward": 0.5 / 3,  # the mean of the last third (3 of 10) of the logged rewards
     }
 
 

@@ -82,7 +82,6 @@ def run_sft(tmp_path, name, tiny_model_dir, trajectory_file, per_device_batch, a
         logging_steps=1,
         learning_rate=5e-3,
         warmup_steps=0,
-        ddp_find_unused_parameters=False,
     )
     recipe_path = tmp_path / f"{name}.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
@@ -106,6 +105,7 @@ def run_sft(tmp_path, name, tiny_model_dir, trajectory_file, per_device_batch, a
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "find_unused_parameters" not in result.stderr  # glowrl's default: no extra autograd pass, no warning
     return out
 
 

@@ -19,6 +19,8 @@ from dataclasses import MISSING, fields
 from ..errors import LearningCheckFailed
 from ..processes import DIE_WITH_PARENT_ENV, RunInterrupted, die_with_parent
 from ..stages import available_stages, get_stage, run_stage
+from ..stages.base import say_deepspeed_runs_on_cpu
+from ..threads import apply_thread_policy
 from .tools import TOOLS
 
 
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(usage())
         return 0
     command, rest = argv[0], argv[1:]
+    if not any(a in ("-h", "--help", "--help-all") for a in rest):
+        apply_thread_policy()  # before anything imports torch: glowrl.threads says why and how many
+        say_deepspeed_runs_on_cpu()
     if command in TOOLS and not (command in available_stages() and "--help-all" in rest):
         return run_guarded(TOOLS[command][1], rest)
     if command in available_stages():

@@ -306,7 +306,9 @@ def demo_parser() -> Parser:
         prog="glowrl demo", description="The whole method on a CPU with the built-in task and a tiny model."
     )
     parser.add_argument(
-        "--output_dir", help="where data, models and the report go (outputs/demo; with --study outputs/demo-study)"
+        "--output_dir",
+        help="where data, models and the report go (outputs/demo; with --synthetic outputs/demo-synthetic, with "
+        "--study outputs/demo-study)",
     )
     parser.add_argument("--size", choices=("full", "ci"), default="full", help="ci: a few steps, same code path")
     parser.add_argument(
@@ -334,7 +336,8 @@ def demo(argv):
             raise GlowrlError("--synthetic: the toy study always trains on synthetic trajectories; drop --synthetic")
         run_study_demo(args.output_dir or "outputs/demo-study", args.size, args.overwrite)
         return
-    run(args.output_dir or "outputs/demo", args.size, not args.synthetic, args.overwrite)
+    default = "outputs/demo-synthetic" if args.synthetic else "outputs/demo"  # both runs kept side by side
+    run(args.output_dir or default, args.size, not args.synthetic, args.overwrite)
 
 
 def tiny_model_parser() -> Parser:

@@ -192,11 +192,6 @@ def normalize_trajectories(table: "Dataset", args: TrajectoryArguments, source: 
                 completion = [{"role": "assistant", "content": completion}]
         prompt = _messages(prompt, source, index, "prompt")
         completion = _messages(completion, source, index, "completion")
-        if not completion_text(completion).strip():
-            raise DataError(
-                f"dataset {source} row {index}: the completion is empty, so the trajectory has no trainable tokens; "
-                "remove the row"
-            )
         correct = parse_correct(row[args.correct_column], source, index) if has_correct else None
         answer = row[args.answer_column] if has_answer else None
         truncated = bool(row.get("truncated")) or row.get("finish_reason") == "length"
@@ -208,6 +203,9 @@ def normalize_trajectories(table: "Dataset", args: TrajectoryArguments, source: 
             "source": source,
             "group": str(row["problem_id"]) if has_id else json.dumps(prompt, sort_keys=True),
             "truncated": truncated,
+            # the teacher stopped at once (stage 0 marks it), or nothing but whitespace: no tokens to train on
+            "empty": bool(row.get("empty")) or not completion_text(completion).strip(),
+            "row": index,
         }
 
     from datasets import Features, List, Value
@@ -222,11 +220,28 @@ def normalize_trajectories(table: "Dataset", args: TrajectoryArguments, source: 
             "source": Value("string"),
             "group": Value("string"),  # the problem: its problem_id, else its prompt
             "truncated": Value("bool"),
+            "empty": Value("bool"),
+            "row": Value("int64"),  # the row in its file, for messages about it
         }
     )
     return table.map(
         convert, with_indices=True, remove_columns=table.column_names, features=features, desc=f"Reading {source}"
     )
+
+
+def drop_empty(dataset, field: str = "dataset_paths"):
+    """Leave out the trajectories whose completion is empty (`empty`), saying how many and which rows; a file of
+    nothing else is refused. Then drop the bookkeeping columns `empty` and `row`."""
+    empty = [i for i, e in enumerate(dataset["empty"]) if e]
+    if len(empty) == len(dataset):
+        raise DataError(f"{field}: every completion is empty, so there is nothing to train on; check the data")
+    if empty:
+        rows = [f"{dataset[i]['source']} row {dataset[i]['row']}" for i in empty[:5]]
+        more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+        what = "trajectory whose completion is" if len(empty) == 1 else "trajectories whose completion is"
+        print(f"Left out {len(empty)} {what} empty (no tokens to train on): {', '.join(rows)}{more}")
+        dataset = dataset.filter(lambda e: not e, input_columns="empty", desc="Leaving out empty completions")
+    return dataset.remove_columns(["empty", "row"])
 
 
 def label_counts(labels) -> dict:
@@ -279,7 +294,7 @@ def build_heldout_dataset(args: TrajectoryArguments) -> "Dataset | None":
         normalize_trajectories(load_table(p, args.dataset_split, "eval_dataset_paths"), args, p)
         for p in args.eval_dataset_paths
     ]
-    return concatenate_datasets(tables) if len(tables) > 1 else tables[0]
+    return drop_empty(concatenate_datasets(tables) if len(tables) > 1 else tables[0], "eval_dataset_paths")
 
 
 def build_trajectory_dataset(args: TrajectoryArguments) -> "Dataset":
@@ -289,7 +304,7 @@ def build_trajectory_dataset(args: TrajectoryArguments) -> "Dataset":
     if not args.dataset_paths:
         raise DataError("dataset_paths is required: give one or more trajectory files or Hub dataset names")
     tables = [normalize_trajectories(load_table(p, args.dataset_split), args, p) for p in args.dataset_paths]
-    dataset = concatenate_datasets(tables) if len(tables) > 1 else tables[0]
+    dataset = drop_empty(concatenate_datasets(tables) if len(tables) > 1 else tables[0])
     if None in dataset.unique("correct"):
         if args.trajectories != "all" and all(a is None for a in dataset.unique("answer")):
             raise DataError(

@@ -21,10 +21,11 @@ from pathlib import Path
 import yaml
 
 from ..errors import GlowrlError, LearningCheckFailed
-from ..io import read_jsonl, read_log_history, write_jsonl, write_text_atomic
+from ..io import read_jsonl, read_log_history, reward_trend, write_jsonl, write_text_atomic
+from ..threads import pin_threads
 from ..toy.arithmetic import generate_problems, generate_trajectories, tokenizer_corpus
 from .plots import plot_glow_weights, plot_rl, plot_sft_loss, weight_summary
-from .report import deltas_line, learning_checks, results_table, write_report
+from .report import deltas_line, learning_checks, write_report
 
 
 # `full` is the default run; `ci` is the same code path with a few steps, for the test suite.
@@ -255,14 +256,6 @@ def evaluation_figures(root: Path) -> dict:
     return figures
 
 
-def rl_reward_trend(stage_dir: Path) -> tuple[float, float]:
-    """Mean reward over the first and the last third of the RL steps."""
-    history = read_log_history(stage_dir)
-    rewards = [e["reward"] for e in history if e.get("reward") is not None]
-    third = max(1, len(rewards) // 3)
-    return sum(rewards[:third]) / third, sum(rewards[-third:]) / third
-
-
 def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
     start = time.time()
     print(f"== glowrl demo ({size_name}{', from a teacher' if teacher else ''}) -> {root}", flush=True)
@@ -271,7 +264,7 @@ def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
     run_pipeline(root, demo_recipe(root, size, teacher))
     figures = evaluation_figures(root)
     deltas = rl_minus_sft(json.loads((root / "eval" / "results.json").read_text()))
-    reward_first, reward_last = rl_reward_trend(root / "rl")
+    reward_first, reward_last = reward_trend(read_log_history(root / "rl"))
     entropy_rows = read_jsonl(root / "rl" / "entropy.jsonl")
     train = read_jsonl(root / "generate" / "trajectories.jsonl" if teacher else root / "data" / "train.jsonl")
     from transformers import AutoModelForCausalLM
@@ -299,8 +292,8 @@ def run_demo(root: Path, size_name: str, size: dict, teacher: bool) -> dict:
     plot_rl(root / "rl", root / "rl.png")
     shutil.copyfile(root / "rl" / "readiness.png", root / "readiness.png")
     write_report(root, report)
-    print("\n" + results_table(figures))
-    print(deltas_line(deltas))
+    # the eval stage printed its table above; report.md has the demo's summary of it (results_table)
+    print("\n" + deltas_line(deltas))
     for check in report["checks"]:
         print(f"{'PASS' if check['passed'] else 'FAIL'} {check['check']}: {check['detail']}")
     print(f"== done in {report['elapsed_s']:.0f}s: report in {root / 'report.md'}")
@@ -324,5 +317,9 @@ def fresh_output_dir(output_dir: str | Path, overwrite: bool) -> Path:
 
 
 def run(output_dir: str | Path, size: str = "full", teacher: bool = True, overwrite: bool = False) -> dict:
-    """Run the demo into `output_dir` (refusing a non-empty one without `overwrite`); returns the report."""
+    """Run the demo into `output_dir` (refusing a non-empty one without `overwrite`); returns the report.
+
+    One torch thread per process (unless `OMP_NUM_THREADS` is set): its models are tiny, where more threads only add
+    waiting (benchmarks/threads.py), and its figures then do not depend on the machine's cores or load."""
+    pin_threads(1)
     return run_demo(fresh_output_dir(output_dir, overwrite), size, SIZES[size], teacher)

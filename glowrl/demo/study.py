@@ -32,6 +32,7 @@ import yaml
 
 from ..io import write_json, write_jsonl, write_text_atomic
 from ..study.aggregate import study_markdown
+from ..threads import pin_threads
 from ..toy.arithmetic import generate_problems, generate_trajectories
 from ..toy.tasks import TASKS
 from .pretrain import IN_DOMAIN_FILE, benchmark_path, build_pretrained_base
@@ -145,6 +146,7 @@ def run(output_dir: str | Path, size: str = "full", overwrite: bool = False) -> 
     from ..study.run import run_study
 
     root = fresh_output_dir(output_dir, overwrite)
+    pin_threads(1)  # tiny models, as in the demo (glowrl.demo.run.run)
     config = SIZES[size]
     start = time.time()
     print(f"== glowrl demo --study ({size}) -> {root}", flush=True)

@@ -22,7 +22,7 @@ RL changed.
 import math
 import random
 
-from ..grading import verify_batch
+from ..grading import extract_boxed, verify_batch
 from ..io import pyplot, save_figure
 from .metrics import pass_at_k
 
@@ -88,6 +88,7 @@ def handoff_figures(
     weights: list[float] | None = None,
     reward_names: list[str] | None = None,
     aggregation: str = "sum_then_normalize",
+    answered: list[list] | None = None,
 ) -> dict:
     """The hand-off figures from per-prompt groups of samples (all lists: prompts x samples).
 
@@ -101,6 +102,7 @@ def handoff_figures(
         weights: the reward functions' `reward_weights` (default: 1 each, as TRL).
         reward_names: their names, for the per-function means.
         aggregation: TRL's `multi_objective_aggregation`.
+        answered: whether each sample gives a final answer (a complete `\\boxed{}`), the format the reward reads.
 
     Returns:
         `dict`: `prompts`, `num_generations`; GRPO's view: `mean_reward` (the mean total reward of the scored
@@ -108,7 +110,7 @@ def handoff_figures(
         are all zero); correctness, over the `scorable_prompts` (`unscorable_prompts` counted apart): `accuracy`,
         `pass@k` (k = 1..G), `share_all_correct`, `share_all_wrong`; `entropy` (token-weighted; `None` when no token
         was generated), `entropy_p10|p50|p90` (over prompts that generated tokens, of each one's token-weighted
-        entropy), `truncation_rate`.
+        entropy), `truncation_rate`, and with `answered`, `no_answer_rate`.
     """
     groups = len(correct[0]) if correct else 0
     if rewards is None:
@@ -148,6 +150,8 @@ def handoff_figures(
         figures[f"entropy_p{q}"] = _quantile(per_prompt, q / 100) if per_prompt else None
     samples = sum(len(row) for row in truncated)
     figures["truncation_rate"] = sum(map(sum, truncated)) / samples if samples else None
+    if answered is not None and samples:
+        figures["no_answer_rate"] = 1 - sum(map(sum, answered)) / samples
     return figures
 
 
@@ -156,12 +160,23 @@ def _nats(value: float | None) -> str:
 
 
 def advice(figures: dict, temperature: float) -> str | None:
-    """A warning when most groups will carry no signal, saying which way to move; `None` when they will."""
+    """A warning when most groups will carry no signal, saying which way to move; `None` when they will.
+
+    Mostly all wrong because most samples give no final answer is a different problem from prompts that are too hard:
+    the model has not learned the answer format, and easier prompts or a higher temperature will not teach it."""
     if (figures.get("share_no_signal") or 0.0) <= 0.5:
         return None
     share = f"{figures['share_no_signal']:.0%} of the groups have no reward variance (no advantage, no gradient)"
     entropy = _nats(figures.get("entropy"))
-    if figures.get("share_all_wrong", 0.0) >= figures.get("share_all_correct", 0.0):
+    mostly_wrong = figures.get("share_all_wrong", 0.0) >= figures.get("share_all_correct", 0.0)
+    if mostly_wrong and (figures.get("no_answer_rate") or 0.0) > 0.5:
+        return (
+            f"{share}, mostly all wrong, and {figures['no_answer_rate']:.0%} of the samples give no final \\boxed{{}} "
+            f"answer ({figures['truncation_rate']:.0%} run out of tokens): the model has not learned the answer "
+            "format; train SFT further (more steps or epochs) on data that ends in a boxed answer before RL, or give "
+            "more max_completion_length if its answers are cut off"
+        )
+    if mostly_wrong:
         return (
             f"{share}, mostly all wrong: the prompts are too hard for this model; use easier prompts, more "
             f"num_generations, or a higher temperature (now {temperature}; entropy {entropy})"
@@ -248,6 +263,7 @@ def readiness(
         weights=reward_weights,
         reward_names=names or None,
         aggregation=aggregation,
+        answered=[[extract_boxed(c.text) is not None for c in group] for group in completions],
     )
     figures["pass_rates"] = [None if any(c is None for c in row) else sum(row) / num_generations for row in correct]
     figures["advice"] = advice(figures, temperature)

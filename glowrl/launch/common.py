@@ -6,12 +6,13 @@ to run in order, and for RL with `vllm_mode: server`, the vLLM server to start f
 `accelerate launch -m glowrl <stage>` with the recipe's accelerate config (or `python -m glowrl <stage>` for a stage
 that manages its own devices: vLLM generation, evaluation). The Slurm launcher is `glowrl.launch.slurm`.
 
-Both pass accelerate the stage's own `gradient_accumulation_steps` and mixed precision (from its `bf16`/`fp16`), so
-the launcher and the trainer never disagree: an accelerate config that says `bf16` would otherwise turn on bf16
-autocast under a recipe that says `bf16: false` (transformers reads `ACCELERATE_MIXED_PRECISION` when neither is set).
+Both pass accelerate the stage's own `gradient_accumulation_steps` and mixed precision (from its `bf16`/`fp16`; `no`
+for a stage that does not train, such as generation), so the launcher and the trainer never disagree: an accelerate
+config that says `bf16` would otherwise turn on bf16 autocast under a recipe that says `bf16: false` (transformers
+reads `ACCELERATE_MIXED_PRECISION` when neither is set).
 
 Across machines the rendezvous is torchrun's static one at the first node's address: see [`accelerate_command`].
-Standard library and YAML only.
+Standard library and YAML only (and the stage registry, for whether a stage trains).
 """
 
 import shlex
@@ -101,7 +102,9 @@ def accelerate_command(
         command += ["--num_machines", str(machines), "--machine_rank", MACHINE_RANK]
         command += ["--main_process_ip", main_address, "--main_process_port", str(main_port)]
         command += ["--rdzv_backend", "static"]
-    command += ["--mixed_precision", mixed_precision(values)]
+    from ..stages import get_stage
+
+    command += ["--mixed_precision", mixed_precision(values) if get_stage(stage).trains else "no"]
     command += ["--gradient_accumulation_steps", str(values.get("gradient_accumulation_steps") or 1)]
     return [*command, "-m", "glowrl", stage, "--config", str(recipe_path), *stage_args]
 

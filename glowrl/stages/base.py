@@ -69,6 +69,10 @@ class Stage:
             Dataclasses cheap to import (no torch, no TRL) whose fields `glowrl <name> --help` lists.
         help_note (`str`, *optional*):
             What else the stage accepts, for `--help` (e.g. "every field of trl.SFTConfig").
+        trains (`bool`, *optional*, defaults to `True`):
+            Whether it trains: `accelerate launch` is then told its mixed precision (from its `bf16`/`fp16`); a stage
+            that only samples or evaluates loads its model in its own dtype and is launched with `--mixed_precision
+            no`.
     """
 
     name: str
@@ -84,6 +88,7 @@ class Stage:
     single_process: Callable = field(default=lambda values: False)
     help_types: tuple = ()
     help_note: str = ""
+    trains: bool = True
 
 
 _registered: dict[str, Stage] = {}
@@ -212,9 +217,10 @@ def parse_stage_args(stage: Stage, argv: list[str]) -> tuple:
     return parse_dataclasses(selected_dataclass_types(stage, values, argv), values, argv)
 
 
-def _say_deepspeed_runs_on_cpu() -> None:
+def say_deepspeed_runs_on_cpu() -> None:
     """Where DeepSpeed is installed and torch sees no accelerator, set `DS_ACCELERATOR=cpu`: DeepSpeed would pick
-    the CPU anyway, but warns about it on import in every stage process. A `DS_ACCELERATOR` already set is kept."""
+    the CPU anyway, but warns about it on import in every process that loads it (through transformers or accelerate).
+    A `DS_ACCELERATOR` already set is kept. `glowrl.cli.main` calls it for every command."""
     if "DS_ACCELERATOR" in os.environ or importlib.util.find_spec("deepspeed") is None:
         return
     import torch
@@ -225,6 +231,6 @@ def _say_deepspeed_runs_on_cpu() -> None:
 
 def run_stage(name: str, argv: list[str]):
     """`glowrl <stage> ...`: parse the stage's arguments and run it in this process."""
-    _say_deepspeed_runs_on_cpu()
+    say_deepspeed_runs_on_cpu()
     stage = get_stage(name)
     return stage.run(*parse_stage_args(stage, argv))

@@ -151,4 +151,5 @@ STAGE = Stage(
     resumes_itself=True,
     single_process=lambda values: values.get("backend") == "vllm",
     help_types=(GenerateArguments,),
+    trains=False,
 )

@@ -206,6 +206,7 @@ def handoff_text(when: str, figures: dict) -> str:
             f"(p10-p90 over prompts {_figure(figures.get('entropy_p10'), '.3f')}-"
             f"{_figure(figures.get('entropy_p90'), '.3f')}), "
             f"truncated {_figure(figures.get('truncation_rate'), '.1%')}"
+            + (f", no answer {figures['no_answer_rate']:.1%}" if figures.get("no_answer_rate") is not None else "")
         )
     ]
     if figures.get("advice"):

@@ -136,6 +136,11 @@ def train_and_save(
     from trl import get_peft_config
 
     set_model_init_kwargs(training_args, model_args)
+    if training_args.ddp_find_unused_parameters is None:
+        # transformers' default, True unless gradient checkpointing, costs an extra autograd pass per step and makes
+        # DDP warn at every run; every parameter that trains is used here (frozen ones under LoRA are not tracked). A
+        # model that does leave some unused makes DDP fail saying so; `ddp_find_unused_parameters: true` then.
+        training_args.ddp_find_unused_parameters = False
     trainer = trainer_class(
         model=model_args.model_name_or_path,
         args=training_args,

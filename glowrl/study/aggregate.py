@@ -4,8 +4,8 @@ Pure functions (no torch, no training), hand-checked in `tests/test_study.py`:
 - [`run_metrics`]: one run's flat metrics, `<stage>/<domain>/<metric>` from its eval stage's `results.json`
   (accuracy, pass@k and maj@k for every k, inference entropy, no-answer and truncation rates of each model the run
   produced, averaged over each domain's benchmarks), `<stage>/<domain>/<benchmark>/accuracy` (each benchmark's),
-  `sft/heldout_loss` (the last held-out loss) and `rl/train_reward` (the mean reward of the last fifth of the RL
-  steps) from the trainer states;
+  `sft/heldout_loss` (the last held-out loss) and `rl/train_reward` (the mean reward of the last third of the RL
+  steps, `glowrl.io.reward_trend`) from the trainer states;
 - [`aggregate`]: per arm and metric, the mean over seeds with its 95% t-interval;
 - [`differences`]: per arm and metric, the difference from the reference arm paired by seed (the seeds share the
   data order and the initialisation of every arm), with its paired 95% t-interval;
@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..evaluation.stats import excludes_zero, mean_interval, paired_interval
-from ..io import read_log_history
+from ..io import read_log_history, reward_trend
 
 
 DOMAINS = ("in_domain", "out_of_domain")
@@ -50,10 +50,9 @@ def run_metrics(results: dict, stage_of_model: dict, stage_dirs: dict) -> dict:
         if losses:
             metrics["sft/heldout_loss"] = losses[-1]
     if "rl" in stage_dirs:
-        rewards = [e["reward"] for e in read_log_history(stage_dirs["rl"]) if e.get("reward") is not None]
-        if rewards:
-            tail = rewards[-max(1, len(rewards) // 5) :]
-            metrics["rl/train_reward"] = sum(tail) / len(tail)
+        trend = reward_trend(read_log_history(stage_dirs["rl"]))
+        if trend:
+            metrics["rl/train_reward"] = trend[1]
     return metrics
 
 

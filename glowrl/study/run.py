@@ -32,6 +32,7 @@ from ..io import write_json, write_text_atomic
 from ..outputs import check_output
 from ..processes import run_parallel
 from ..stages import resolve_recipe
+from ..threads import budget_for
 from .aggregate import aggregate, differences, heldout_curve, run_metrics, study_markdown
 from .design import Study, base_recipe, load_study, run_dir, run_recipe, sft_steps_budget
 
@@ -165,8 +166,7 @@ def _error_line(log: Path, returncode: int) -> str:
 def _run_local(local: list, parallel: int) -> None:
     """Run the pipelines of `local` (entry, resolved, label), `parallel` at a time, each a `glowrl pipeline` process
     with its output in its run's `study.log`; fills each entry's status, error and metrics."""
-    threads = max(1, (os.cpu_count() or 1) // parallel)
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if parallel > 1 else {})}
+    env = {**os.environ, **budget_for(parallel)}  # an even share of this command's CPU threads each
     commands = []
     for entry, _, _ in local:
         log = Path(entry["output_root"]) / "study.log"

@@ -86,7 +86,9 @@ def _prepare_output(args, config: dict, shard) -> None:
     write_json(config, config_path)
 
 
-def _rows(problem: dict, turn: AssistantTurn, prompt: list, samples, indices, teacher: str) -> list[dict]:
+def sample_rows(problem: dict, turn: AssistantTurn, prompt: list, samples, indices, teacher: str) -> list[dict]:
+    """The trajectory rows of one problem's samples, labelled by the shared grader; an empty sample (nothing but
+    whitespace: the teacher ended its turn at once) is `correct: false` and `empty: true`."""
     completions = [turn.completion(s.text) for s in samples]
     labels = verify_batch(completions, [problem["answer"]] * len(samples))
     return [
@@ -97,13 +99,17 @@ def _rows(problem: dict, turn: AssistantTurn, prompt: list, samples, indices, te
             "prompt": prompt,
             "completion": completion,
             "answer": problem["answer"],
-            "correct": None if label is None else label == 1.0,
+            # an empty sample (the teacher ended its turn at once) has no answer: incorrect, and marked so that SFT
+            # leaves it out (it has no tokens to train on)
+            "correct": False if empty else None if label is None else label == 1.0,
+            "empty": empty,
             "truncated": sample.finish_reason == "length",
             "finish_reason": sample.finish_reason,
             "num_tokens": sample.num_tokens,
             "teacher": teacher,
         }
         for index, sample, completion, label in zip(indices, samples, completions, labels, strict=True)
+        for empty in [not sample.text.strip()]
     ]
 
 
@@ -179,7 +185,7 @@ def generate(args) -> dict:
                     check_round_trip(trainee, prompt, turn.completion(sample.text), args.chat_template_kwargs)
                 missing = [s for s in range(args.num_samples) if (problem["problem_id"], s) not in store.done]
                 chosen = [drawn[s] for s in missing]
-                rows += _rows(problem, turn, prompt, chosen, missing, args.teacher)
+                rows += sample_rows(problem, turn, prompt, chosen, missing, args.teacher)
             store.append(rows)
             generated += len(rows)
     seconds = time.time() - start
@@ -223,6 +229,7 @@ def summarize(args, rows: list[dict], generated: int, seconds: float, path: Path
         "share_correct": sum(r["correct"] for r in labelled) / len(labelled) if labelled else None,
         "share_truncated": sum(r["truncated"] for r in rows) / len(rows) if rows else None,
         "share_unlabelled": (len(rows) - len(labelled)) / len(rows) if rows else None,
+        "empty": sum(bool(r.get("empty")) for r in rows),
         "problems_always_solved": sum(rate == 1.0 for rate in rates),
         "problems_never_solved": sum(rate == 0.0 for rate in rates),
         "mean_tokens": sum(r["num_tokens"] for r in rows) / len(rows) if rows else None,
