@@ -47,7 +47,7 @@ def check_output(
         overwrite: The user asked to replace an existing output.
         resume: The run continues one already in `path` (a non-empty directory is expected).
         inputs: `{field: path}` of what the run reads (model directory, data files): none may be, contain or lie
-            inside the output.
+            inside the output, and the output (file or directory) may not lie inside any of them.
         fix: What the message suggests for an existing output.
     """
     target = _resolved(path)
@@ -56,10 +56,10 @@ def check_output(
             if source is None or not Path(source).expanduser().exists():
                 continue
             source = _resolved(source)
-            if _contains(target, source) or (kind == "dir" and _contains(source, target)):
+            if _contains(target, source) or _contains(source, target):  # a file inside a model directory too
                 raise GlowrlError(
-                    f"{field}: {path} is {name} ({source}) or holds it; writing there would destroy this run's own "
-                    f"input: choose another {field}"
+                    f"{field}: {path} is {name} ({source}), holds it or lies inside it; writing there would destroy this "
+                    f"run's own input, even with --overwrite: choose another {field}"
                 )
     if not target.exists():
         if target.parent.exists() and not target.parent.is_dir():

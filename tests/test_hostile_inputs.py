@@ -215,6 +215,18 @@ def test_eval_never_replaces_a_file_it_did_not_write(tmp_path, tiny_model_dir, t
     assert json.loads(taken.read_text())["complete"] is True
 
 
+def test_an_output_inside_the_model_is_refused_even_with_overwrite(tmp_path, tiny_model_dir, capsys):
+    model = Path(tiny_model_dir)
+    base = ["eval", "--model", model, "--benchmarks", "amc23", "--max_problems", "1", "--max_new_tokens", "4"]
+    for output in (model / "config.json", model / "results.json"):
+        assert_refused(capsys, [*base, "--output", output, "--overwrite"], "lies inside it", model)
+    recipe = REPO / "recipes/tiny/pipeline.yaml"
+    for output in (model / "config.json", model / "readiness.json"):
+        argv = ["readiness", "--model", model, "--config", recipe, "--output", output, "--overwrite"]
+        assert_refused(capsys, argv, "--output: ", model, recipe)
+    assert not (model / "readiness.json").exists() and not (model / "results.json").exists()
+
+
 def test_label_refuses_its_own_input_another_format_and_an_existing_file(tmp_path, trajectory_file, capsys):
     assert_refused(
         capsys, ["label", "--input", trajectory_file, "--output", trajectory_file], "--input", trajectory_file

@@ -279,7 +279,8 @@ def readiness(argv):
     args = readiness_parser().parse_args(argv)
     if args.output is not None:
         check_suffix(args.output, "--output", (".json",))
-        check_output(args.output, "--output", kind="file", overwrite=args.overwrite)
+        inputs = {"--model": args.model, "--config": args.config}  # its model directory is an input too
+        check_output(args.output, "--output", kind="file", overwrite=args.overwrite, inputs=inputs)
     from ..io import write_json
     from ..models import load_tokenizer
     from ..rl import get_algorithm
