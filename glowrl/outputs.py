@@ -58,8 +58,8 @@ def check_output(
             source = _resolved(source)
             if _contains(target, source) or _contains(source, target):  # a file inside a model directory too
                 raise GlowrlError(
-                    f"{field}: {path} is {name} ({source}), holds it or lies inside it; writing there would destroy this "
-                    f"run's own input, even with --overwrite: choose another {field}"
+                    f"{field}: {path} is {name} ({source}), holds it or lies inside it; writing there would "
+                    f"destroy this run's own input, even with --overwrite: choose another {field}"
                 )
     if not target.exists():
         if target.parent.exists() and not target.parent.is_dir():
