@@ -7,6 +7,7 @@ Imports transformers only inside [`load_tokenizer`].
 
 from pathlib import Path
 
+from .checkpoints import weights_problem
 from .errors import GlowrlError
 from .io import looks_local
 
@@ -15,7 +16,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def check_model_path(name: str | None, field: str = "model_name_or_path") -> None:
-    """Fail early and clearly on a local model path that does not exist, holds no config or holds no tokenizer.
+    """Fail early and clearly on a local model path that does not exist, holds no config or tokenizer, or whose
+    `*.safetensors` weights are truncated (their headers are read, not the weights).
 
     A Hub name is left for the loader to resolve (it says whether the repository exists).
     """
@@ -38,6 +40,11 @@ def check_model_path(name: str | None, field: str = "model_name_or_path") -> Non
                 "save one beside their adapter), or merge the adapter into its base model with PEFT's merge_and_unload"
             )
         raise GlowrlError(f"{field}: {name} holds no config.json; give a directory written by save_pretrained")
+    problem = weights_problem(path)
+    if problem:
+        raise GlowrlError(
+            f"{field}: {name}: {problem}; save or copy the model again (a save or a download was cut short)"
+        )
 
 
 def load_tokenizer(

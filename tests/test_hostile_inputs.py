@@ -9,6 +9,7 @@ python -m pytest tests/test_hostile_inputs.py
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -274,11 +275,14 @@ def pipeline_recipe(tmp_path, tiny_model_dir, addition_file):
     return write
 
 
+EMPTY_SAFETENSORS = (2).to_bytes(8, "little") + b"{}"  # a whole safetensors file holding no tensors
+
+
 def stand_in(command):
     """A stage that succeeds and leaves an output, without training."""
     config = yaml.safe_load(Path(command[command.index("--config") + 1]).read_text())
     Path(config["output_dir"]).mkdir(parents=True, exist_ok=True)
-    (Path(config["output_dir"]) / "model.safetensors").write_text("stand-in")
+    (Path(config["output_dir"]) / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     return 0
 
 
@@ -321,3 +325,65 @@ def test_a_second_pipeline_on_the_same_root_is_refused_naming_the_first(pipeline
 def test_an_output_root_that_is_a_file_is_refused(pipeline_recipe, tmp_path, capsys):
     (tmp_path / "run").write_text("mine")
     assert_refused(capsys, ["pipeline", "--config", pipeline_recipe()], "run is a file", tmp_path / "run")
+
+
+def test_a_pipeline_never_replaces_a_stage_recipe_it_did_not_write(pipeline_recipe, tmp_path, capsys):
+    mine = tmp_path / "run" / "recipes" / "sft.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("# my own notes\n")
+    assert_refused(capsys, ["pipeline", "--config", pipeline_recipe()], "recipes/sft.yaml is a file this", mine)
+    (tmp_path / "run" / "recipes" / "sft.yaml").unlink()
+    (tmp_path / "run" / "pipeline.json").write_text("my own notes")
+    assert_refused(capsys, ["pipeline", "--config", pipeline_recipe()], "is not a glowrl pipeline manifest")
+
+
+def test_a_second_recipe_on_a_finished_root_keeps_the_first_runs_records(
+    pipeline_recipe, tmp_path, tiny_model_dir, addition_file, capsys
+):
+    first = pipeline_recipe()
+    assert run(first, [], runner=stand_in) == 0
+    root = tmp_path / "run"
+    second = yaml.safe_load(first.read_text())
+    second["sft"]["output_dir"] = str(root / "sft-again")
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump(second, sort_keys=False))
+    assert_refused(capsys, ["pipeline", "--config", tmp_path / "second.yaml"], "records a sft stage in", root)
+    eval_only = {"output_root": second["output_root"]}
+    eval_only["eval"] = {"models": [tiny_model_dir], "benchmark_files": [addition_file], "max_new_tokens": 4}
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump(eval_only, sort_keys=False))
+    assert run(tmp_path / "second.yaml", [], runner=stand_in) == 0
+    stages = json.loads((root / "pipeline.json").read_text())["stages"]
+    assert stages["rl"]["status"] == "done" and stages["rl"]["recipe"] == str(first) and "eval" in stages
+    before = tree_hash(root / "rl")
+    assert run(first, [], runner=never_launched) == 0  # rl, still recorded, is skipped: no --overwrite needed
+    assert tree_hash(root / "rl") == before
+
+
+def test_a_deleted_finished_stage_is_not_done(pipeline_recipe, tmp_path, capsys):
+    recipe = pipeline_recipe()
+    assert run(recipe, [], runner=stand_in) == 0
+    shutil.rmtree(tmp_path / "run" / "rl")
+    launched = []
+    capsys.readouterr()
+    assert run(recipe, [], runner=lambda command: launched.append(command) or stand_in(command)) == 0
+    out = capsys.readouterr().out
+    assert "rl: recorded as done, but its product" in out and "rl (grpo) — done" not in out and len(launched) == 1
+    (tmp_path / "run" / "rl" / "model.safetensors").write_bytes(EMPTY_SAFETENSORS[:5])  # truncated
+    assert_refused(capsys, ["pipeline", "--config", recipe], "model.safetensors is truncated header", tmp_path / "run")
+    (tmp_path / "run" / "rl" / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
+    shutil.rmtree(tmp_path / "run" / "sft")  # SFT runs again, so the RL model built on the old one would be replaced
+    argv = ["pipeline", "--config", recipe]
+    assert_refused(capsys, argv, "rl: ", tmp_path / "run" / "rl", tmp_path / "run" / "pipeline.json")
+
+
+def test_a_study_never_replaces_a_file_it_did_not_write(pipeline_recipe, tmp_path, addition_file, capsys):
+    root = tmp_path / "study"
+    root.mkdir()
+    (root / "study.md").write_text("my own notes")
+    base = pipeline_recipe()
+    recipe = yaml.safe_load(base.read_text())
+    ood = shutil.copy(addition_file, tmp_path / "ood.jsonl")
+    recipe["eval"] = {"benchmark_files": [addition_file], "ood_benchmark_files": [str(ood)]}
+    base.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    study = {"base": str(base), "output_root": str(root), "seeds": 1, "arms": {"glow": None}}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    assert_refused(capsys, ["study", "--config", tmp_path / "study.yaml"], "study.md is a file this study never", root)

@@ -169,7 +169,11 @@ def evaluate(argv):
         args = parser.parse_args(argv)
     from ..evaluation import SamplingConfig, evaluate, select_benchmarks
 
+    from ..models import check_model_path
+
     check_suffix(args.output, "--output", (".json",))
+    for model in args.model:
+        check_model_path(model, "--model")  # a missing or truncated local model: one line before anything runs
     inputs = {"a --model": args.model, "a --benchmark_file": [*args.benchmark_file, *args.ood_benchmark_file]}
     for path, field in ((args.output, "--output"), (args.output.with_suffix(".md"), "--output (its .md table)")):
         check_output(
