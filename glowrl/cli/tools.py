@@ -168,7 +168,6 @@ def evaluate(argv):
         parser.set_defaults(**_eval_config(args.config))
         args = parser.parse_args(argv)
     from ..evaluation import SamplingConfig, evaluate, select_benchmarks
-
     from ..models import check_model_path
 
     check_suffix(args.output, "--output", (".json",))
