@@ -4,9 +4,11 @@ Every command that writes goes through [`check_output`] before it writes or dele
 that this run did not write is refused unless the user passed `--overwrite` (or asked to resume), an output that is
 one of the run's own inputs (its model, its data) is always refused, and a path of the wrong kind (a file where a
 directory goes) is refused with the fix. [`RunLock`] keeps a second run off an output root while one is running; the
-operating system releases it when its process dies, so a crashed run never leaves it stuck. Standard library only.
+operating system releases it when its process dies, so a crashed run never leaves it stuck; [`output_lock`] is the
+same lock for one command's output (every stage and every command that writes takes it). Standard library only.
 """
 
+import contextlib
 import datetime
 import fcntl
 import json
@@ -104,14 +106,23 @@ class RunLock:
     `flock` on `<root>/.glowrl.lock`: the kernel drops it when the holding process exits, however it exits.
     """
 
-    def __init__(self, root, what: str = "glowrl pipeline"):
+    def __init__(self, root, what: str = "glowrl pipeline", field: str = "output_root", lock_path=None):
         self.root = Path(root)
         self.what = what
+        self.field = field
+        self.lock_path = Path(lock_path) if lock_path is not None else None
         self.handle = None
 
     def __enter__(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / LOCK_NAME
+        if self.lock_path is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            path = self.root / LOCK_NAME
+        else:
+            path = self.lock_path
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:  # the parent is a file, or not writable: the output's own check says so in one line
+                return self
         handle = open(path, "a+")  # held open for the life of the run
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -123,9 +134,9 @@ class RunLock:
                 holder = {}
             handle.close()
             raise GlowrlError(
-                f"output_root: {self.root} is in use by another run ({holder.get('what', 'glowrl')}, pid "
+                f"{self.field}: {self.root} is in use by another run ({holder.get('what', 'glowrl')}, pid "
                 f"{holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}); wait "
-                "for it to finish or stop it, or choose another output_root"
+                f"for it to finish or stop it, or choose another {self.field}"
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -144,3 +155,14 @@ class RunLock:
             self.handle.close()
             self.handle = None
         return False
+
+
+def output_lock(path, what: str, field: str, key: str = ""):
+    """The lock of one stage's or command's output (a directory or a file), for `with`: a [`RunLock`] on
+    `<parent>/.<name>[key].glowrl.lock`, beside the output, so that taking it creates nothing inside the output (and
+    nothing at all where the output's parent is a file). `key` tells apart runs that share an output by design (the
+    shards of a generation). Only the main process of a multi-process launch (`RANK` unset or 0) takes it."""
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    path = _resolved(path)
+    return RunLock(path, what, field, lock_path=path.parent / f".{path.name}{key}.glowrl.lock")

@@ -9,6 +9,7 @@ python -m pytest tests/test_hostile_inputs.py
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from utils import REPO
 
 from glowrl.cli import main as glowrl_main
 from glowrl.data import ProblemArguments, TrajectoryArguments, build_problem_dataset, build_trajectory_dataset
-from glowrl.outputs import RunLock
+from glowrl.outputs import RunLock, output_lock
 from glowrl.pipeline import run
 from glowrl.rewards import math_accuracy
 
@@ -214,6 +215,37 @@ def test_eval_never_replaces_a_file_it_did_not_write(tmp_path, tiny_model_dir, t
     assert_refused(capsys, [*base, "--output", tmp_path / "r.md"], "must end in .json")
     assert glowrl_main([str(a) for a in [*base, "--output", taken, "--overwrite"]]) == 0
     assert json.loads(taken.read_text())["complete"] is True
+
+
+def test_every_command_that_writes_holds_its_output_naming_the_holder(
+    sft_argv, tmp_path, tiny_model_dir, trajectory_file, addition_file, capsys
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "half.txt").write_text("the first run's half-written output")
+    gen = ["generate", "--teacher", tiny_model_dir, "--dataset_paths", addition_file, "--output_dir", out]
+    result = tmp_path / "r.json"
+    evaluate = ["eval", "--model", tiny_model_dir, "--benchmark_file", addition_file, "--output", result]
+    cases = [
+        (out, "output_dir", "glowrl sft", sft_argv("--overwrite")),
+        (out, "output_dir", "glowrl generate", [*gen, "--overwrite"]),
+        (result, "--output", "glowrl eval", [*evaluate, "--overwrite"]),
+        (
+            tmp_path / "l.jsonl",
+            "--output",
+            "glowrl label",
+            ["label", "--input", trajectory_file, "--output", tmp_path / "l.jsonl"],
+        ),
+    ]
+    for output, field, what, argv in cases:
+        with output_lock(output, what, field):
+            message = f"{field}: {output.resolve()} is in use by another run ({what}, pid {os.getpid()} on"
+            assert_refused(capsys, argv, message, out)
+    assert not result.exists() and not (tmp_path / "l.jsonl").exists()
+    with output_lock(out, "glowrl generate", "output_dir", ".shard0of2"):  # shards share an output by design
+        assert_refused(capsys, [*gen, "--shard", "0/2"], "(glowrl generate, pid", out)
+        assert_refused(capsys, [*gen, "--shard", "1/2"], "output_dir: ", out)  # not the lock: its own check
+    assert (out / "half.txt").read_text() == "the first run's half-written output"
 
 
 def test_an_output_inside_the_model_is_refused_even_with_overwrite(tmp_path, tiny_model_dir, capsys):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..chat import DEFAULT_INSTRUCTION
 from ..errors import EvaluationError, GlowrlError
-from ..outputs import check_output, check_suffix, clear_dir
+from ..outputs import check_output, check_suffix, clear_dir, output_lock
 
 
 class Parser(argparse.ArgumentParser):
@@ -167,17 +167,27 @@ def evaluate(argv):
     if args.config:  # default < YAML < flag: parse again with the YAML's values as defaults
         parser.set_defaults(**_eval_config(args.config))
         args = parser.parse_args(argv)
-    from ..evaluation import SamplingConfig, evaluate, select_benchmarks
-    from ..models import check_model_path
-
     check_suffix(args.output, "--output", (".json",))
-    for model in args.model:
-        check_model_path(model, "--model")  # a missing or truncated local model: one line before anything runs
+    _check_eval_output(args)  # before the lock (written beside the output), so never inside a model
+    with output_lock(args.output, "glowrl eval", "--output"):  # one run per output file, the holder named
+        _check_eval_output(args)  # again: another run may have written it meanwhile
+        return _evaluate(args)
+
+
+def _check_eval_output(args) -> None:
     inputs = {"a --model": args.model, "a --benchmark_file": [*args.benchmark_file, *args.ood_benchmark_file]}
     for path, field in ((args.output, "--output"), (args.output.with_suffix(".md"), "--output (its .md table)")):
         check_output(
             path, field, kind="file", overwrite=args.overwrite, inputs=inputs, fix="pass --overwrite to replace it"
         )
+
+
+def _evaluate(args):
+    from ..evaluation import SamplingConfig, evaluate, select_benchmarks
+    from ..models import check_model_path
+
+    for model in args.model:
+        check_model_path(model, "--model")  # a missing or truncated local model: one line before anything runs
 
     ks = None
     if args.k is not None:
@@ -236,11 +246,17 @@ def label_parser() -> Parser:
 
 def label(argv):
     args = label_parser().parse_args(argv)
+    output = Path(args.output)
+    check_suffix(output, "--output", (".jsonl",))
+    check_output(output, "--output", kind="file", overwrite=args.overwrite, inputs={"--input": args.input})
+    with output_lock(output, "glowrl label", "--output"):  # one run per output file, the holder named
+        return _label(args, output)
+
+
+def _label(args, output):
     from ..data import TrajectoryArguments, label_counts, label_trajectories, load_table, normalize_trajectories
     from ..io import write_jsonl
 
-    output = Path(args.output)
-    check_suffix(output, "--output", (".jsonl",))
     check_output(output, "--output", kind="file", overwrite=args.overwrite, inputs={"--input": args.input})
     table = load_table(args.input, field="--input")
     if args.answer_column not in table.column_names:
@@ -280,10 +296,22 @@ def readiness_parser() -> Parser:
 
 def readiness(argv):
     args = readiness_parser().parse_args(argv)
+    if args.output is None:
+        return _readiness(args)
+    check_suffix(args.output, "--output", (".json",))
+    _readiness_output(args)  # before the lock (written beside the output), so never inside the model
+    with output_lock(args.output, "glowrl readiness", "--output"):  # one run per output file, the holder named
+        return _readiness(args)
+
+
+def _readiness_output(args) -> None:
     if args.output is not None:
-        check_suffix(args.output, "--output", (".json",))
         inputs = {"--model": args.model, "--config": args.config}  # its model directory is an input too
         check_output(args.output, "--output", kind="file", overwrite=args.overwrite, inputs=inputs)
+
+
+def _readiness(args):
+    _readiness_output(args)
     from ..io import write_json
     from ..models import load_tokenizer
     from ..rl import get_algorithm

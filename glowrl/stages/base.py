@@ -19,6 +19,7 @@ from importlib import import_module
 from pathlib import Path
 
 from ..errors import RecipeError
+from ..outputs import output_lock
 from ..recipe import (
     PIPELINE_KEYS,
     apply_env,
@@ -227,4 +228,11 @@ def run_stage(name: str, argv: list[str]):
     """`glowrl <stage> ...`: parse the stage's arguments and run it in this process."""
     _say_deepspeed_runs_on_cpu()
     stage = get_stage(name)
-    return stage.run(*parse_stage_args(stage, argv))
+    parsed = parse_stage_args(stage, argv)
+    output_dir = next((p.output_dir for p in parsed if getattr(p, "output_dir", None)), None)
+    if output_dir is None:
+        return stage.run(*parsed)
+    shard = next((p.shard for p in parsed if getattr(p, "shard", None)), None)  # shards share an output by design
+    key = f".shard{shard.replace('/', 'of')}" if isinstance(shard, str) else ""
+    with output_lock(output_dir, f"glowrl {name}", "output_dir", key):  # one run per output, the holder named
+        return stage.run(*parsed)
