@@ -51,6 +51,25 @@ POSITIVE = {
 NON_NEGATIVE = {"num_train_epochs", "learning_rate", "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm"}
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (YAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1}); YAML would "
+                    "keep only the last one: keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_mapping(path: str | Path, field: str, missing: str = "") -> dict:
     """Read a YAML file holding a mapping, with one error line naming `field` for a missing, invalid or non-mapping
     file (`missing`: what to do about a missing one)."""
@@ -58,9 +77,11 @@ def load_mapping(path: str | Path, field: str, missing: str = "") -> dict:
     if not path.is_file():
         raise RecipeError(f"{field}: {path} does not exist{missing}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_StrictLoader) or {}  # a SafeLoader
+    except yaml.constructor.ConstructorError as e:
+        raise RecipeError(f"{field}: {path} line {e.problem_mark.line + 1}: {e.problem}") from None
     except yaml.YAMLError as e:
-        raise RecipeError(f"{field}: {path} is not valid YAML: {e}") from e
+        raise RecipeError(f"{field}: {path} is not valid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(data, dict):
         raise RecipeError(f"{field}: {path} must hold a mapping of keys to values")
     return data

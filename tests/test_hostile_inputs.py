@@ -163,6 +163,48 @@ def test_bad_data_files_are_one_line_naming_the_file_and_row(sft_argv, tmp_path,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"problem": "1+1?", "answer": "2"}, {"problem": None, "answer": "3"}], "row 1: problem is empty or null"),
+        (
+            [
+                {"problem_id": "a", "problem": "1+1?", "answer": "2"},
+                {"problem_id": "a", "problem": "1+1?", "answer": "3"},
+            ],
+            "row 1: problem id 'a' has two gold answers ('2' and '3')",
+        ),
+    ],
+)
+def test_null_or_conflicting_problems_are_refused(tmp_path, tiny_model_dir, capsys, rows, message):
+    data = write_jsonl(tmp_path / "problems.jsonl", rows)
+    argv = ["generate", "--teacher", tiny_model_dir, "--dataset_paths", data, "--output_dir", tmp_path / "gen"]
+    assert_refused(capsys, [*argv, "--max_new_tokens", "4", "--num_samples", "1"], message, data)
+    assert not (tmp_path / "gen" / "trajectories.jsonl").exists()
+    if "two gold" in message:  # the RL prompts too
+        with pytest.raises(ValueError, match="has two gold answers"):
+            build_problem_dataset(ProblemArguments(dataset_paths=[str(data)]))
+    else:
+        with pytest.raises(ValueError, match="row 1: problem is empty or null"):
+            build_problem_dataset(ProblemArguments(dataset_paths=[str(data)]))
+
+
+def test_a_key_given_twice_anywhere_in_a_recipe_is_refused(sft_argv, pipeline_recipe, tmp_path, capsys):
+    argv = sft_argv()
+    Path(argv[2]).write_text(Path(argv[2]).read_text() + "learning_rate: 1.0\nlearning_rate: 2.0\n")
+    assert_refused(capsys, argv, "key 'learning_rate' is given twice")
+    recipe = pipeline_recipe()
+    recipe.write_text(recipe.read_text().replace("sft:\n", "sft:\n  glow: true\n  glow: false\n", 1))
+    assert_refused(capsys, ["pipeline", "--config", recipe], "key 'glow' is given twice", tmp_path / "run")
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        f"base: {recipe}\noutput_root: {tmp_path / 'study'}\nseeds: 1\narms:\n"
+        "  glow: {sft: {glow: true}}\n  plain: {sft: {glow: false}}\n  glow: {sft: {glow: false}}\n"
+    )
+    assert_refused(capsys, ["study", "--config", study], f"{study} line 7: key 'glow' is given twice (lines 5 and 7)")
+    assert not (tmp_path / "study").exists()
+
+
 def test_a_directory_named_like_a_data_file_is_refused(sft_argv, tmp_path, capsys):
     (tmp_path / "dir.jsonl").mkdir()
     assert_refused(capsys, sft_argv(dataset_paths=[str(tmp_path / "dir.jsonl")]), "is a directory")
