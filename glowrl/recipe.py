@@ -47,6 +47,7 @@ POSITIVE = {
     "temperature",
     "num_samples",
     "save_total_limit",
+    "max_problems",
 }
 NON_NEGATIVE = {"num_train_epochs", "learning_rate", "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm"}
 

@@ -302,6 +302,37 @@ def test_an_output_inside_the_model_is_refused_even_with_overwrite(tmp_path, tin
     assert not (model / "readiness.json").exists() and not (model / "results.json").exists()
 
 
+def test_an_empty_benchmark_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys):
+    empty = tmp_path / "bench.jsonl"
+    empty.write_text("")
+    output = tmp_path / "r.json"
+    argv = ["eval", "--model", tiny_model_dir, "--benchmark_file", empty, "--max_new_tokens", "4", "--output", output]
+    assert_refused(capsys, argv, f"--benchmark_file: {empty} holds no problems", empty)
+    assert not output.exists() and not output.with_suffix(".md").exists()
+    write_jsonl(empty, [{"problem": "1+1?", "answer": "2"}])
+    assert_refused(capsys, [*argv, "--max_problems", "0"], "--max_problems must be at least 1")
+    assert glowrl_main([str(a) for a in argv]) == 0  # the corrected run is not blocked by anything left behind
+
+
+@pytest.fixture
+def truncated_model(tmp_path, tiny_model_dir):
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "truncated"))
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return model
+
+
+def test_a_truncated_model_is_one_line_naming_the_file(sft_argv, truncated_model, tmp_path, addition_file, capsys):
+    message = f"{truncated_model}: model.safetensors is truncated ("
+    assert_refused(capsys, sft_argv(model_name_or_path=str(truncated_model)), message, truncated_model)
+    rl = ["rl", "--config", REPO / "recipes/tiny/grpo.yaml", "--model_name_or_path", truncated_model]
+    rl += ["--dataset_paths", addition_file, "--output_dir", tmp_path / "rl"]
+    assert_refused(capsys, rl, message, truncated_model)
+    evaluate = ["eval", "--model", truncated_model, "--benchmark_file", addition_file, "--output", tmp_path / "r.json"]
+    assert_refused(capsys, evaluate, message, truncated_model)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "rl").exists() and not (tmp_path / "r.json").exists()
+
+
 def test_label_refuses_its_own_input_another_format_and_an_existing_file(tmp_path, trajectory_file, capsys):
     assert_refused(
         capsys, ["label", "--input", trajectory_file, "--output", trajectory_file], "--input", trajectory_file

@@ -205,6 +205,13 @@ def _evaluate(args):
         args.benchmark_schema,
         args.ood_benchmark_file,
     )
+    from ..evaluation.eval_sets import load_problems
+
+    for spec in specs:  # an empty benchmark would give no metrics: refused before anything is written
+        if spec.path is not None and not load_problems(spec, 1):
+            raise EvaluationError(f"--benchmark_file: {spec.path} holds no problems; give one with a row")
+    if args.max_problems is not None and args.max_problems < 1:
+        raise EvaluationError(f"--max_problems must be at least 1, got {args.max_problems}")
     sampling = SamplingConfig(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -312,6 +319,8 @@ def _readiness_output(args) -> None:
 
 def _readiness(args):
     _readiness_output(args)
+    if args.prompts is not None and args.prompts < 1:
+        raise GlowrlError(f"--prompts must be at least 1, got {args.prompts}")
     from ..io import write_json
     from ..models import load_tokenizer
     from ..rl import get_algorithm

@@ -104,8 +104,8 @@ def check(args: EvalArguments, linked=()):
     for model in args.model_list() if "models" not in linked else []:
         check_model_path(model, "models")
     for spec in specs(args):
-        if spec.hub is None:
-            load_problems(spec, 1)
+        if spec.hub is None and not load_problems(spec, 1):
+            raise RecipeError(f"benchmark_files: {spec.path} holds no problems; give a file with at least one row")
     check_sampling(SamplingConfig(args.temperature, args.top_p, args.max_new_tokens, args.num_samples))
     if "output_dir" not in linked:
         cached = (Path(args.output_dir) / "cache").is_dir()
