@@ -19,6 +19,7 @@ from utils import REPO
 
 from glowrl.cli import main as glowrl_main
 from glowrl.data import ProblemArguments, TrajectoryArguments, build_problem_dataset, build_trajectory_dataset
+from glowrl.io import MAX_ROW_BYTES
 from glowrl.outputs import RunLock, output_lock
 from glowrl.pipeline import run
 from glowrl.rewards import math_accuracy
@@ -203,6 +204,47 @@ def test_a_key_given_twice_anywhere_in_a_recipe_is_refused(sft_argv, pipeline_re
     )
     assert_refused(capsys, ["study", "--config", study], f"{study} line 7: key 'glow' is given twice (lines 5 and 7)")
     assert not (tmp_path / "study").exists()
+
+
+def huge_row(path: Path, key: str) -> Path:
+    """A JSON Lines file whose second row is just over `MAX_ROW_BYTES` (the issue's was 50 MB)."""
+    rows = [{"prompt": "q", "problem": "1+1?", "completion": "c", "answer": "2"}]
+    rows.append({**rows[0], key: "x" * (MAX_ROW_BYTES + 1)})
+    return write_jsonl(path, rows)
+
+
+def test_a_huge_row_is_refused_before_tokenizing(sft_argv, tmp_path, tiny_model_dir, capsys):
+    data = huge_row(tmp_path / "huge.jsonl", "completion")
+    message = f"{data} line 2 is 4.0 MiB, over the 4 MiB limit of one row"
+    assert_refused(capsys, sft_argv(dataset_paths=[str(data)]), "dataset_paths: " + message, data)
+    assert not (tmp_path / "out").exists()
+    bench = huge_row(tmp_path / "bench.jsonl", "problem")
+    argv = ["eval", "--model", tiny_model_dir, "--benchmark_file", bench, "--output", tmp_path / "r.json"]
+    assert_refused(capsys, argv, f"{bench} line 2 is 4.0 MiB", bench)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_invalid_utf8_names_the_file_and_line(sft_argv, tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes(b'{"prompt": "q", "completion": "c", "answer": "1"}\n{"prompt": "caf\xe9", "completion": "c"}\n')
+    assert_refused(capsys, sft_argv(dataset_paths=[str(data)]), f"{data} line 2 is not valid UTF-8", data)
+    argv = ["eval", "--model", tiny_model_dir, "--benchmark_file", data, "--output", tmp_path / "r.json"]
+    argv += ["--problem_field", "prompt"]
+    assert_refused(capsys, argv, f"{data} line 2 is not valid UTF-8", data)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--hidden_size", "-8"], "--hidden_size must be a positive integer, got -8"),
+        (["--hidden_size", "0"], "--hidden_size must be a positive integer"),
+        (["--num_hidden_layers", "-1"], "--num_hidden_layers must be a positive integer"),
+        (["--hidden_size", "12"], "--hidden_size must be a multiple of 8"),
+    ],
+)
+def test_tiny_model_refuses_sizes_it_cannot_build(tmp_path, capsys, flags, message):
+    assert_refused(capsys, ["tiny-model", "--output_dir", tmp_path / "m", *flags], message)
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_directory_named_like_a_data_file_is_refused(sft_argv, tmp_path, capsys):

@@ -395,6 +395,11 @@ def tiny_model(argv):
     from ..toy.arithmetic import tokenizer_corpus
     from ..toy.tiny_model import build_tiny_model
 
+    for flag in ("hidden_size", "num_hidden_layers"):
+        if getattr(args, flag) < 1:
+            raise GlowrlError(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    if args.hidden_size % 8:  # 4 attention heads, each of an even size (rotary embeddings)
+        raise GlowrlError(f"--hidden_size must be a multiple of 8 (4 heads of an even size), got {args.hidden_size}")
     check_output(args.output_dir, "--output_dir", overwrite=args.overwrite)
     clear_dir(args.output_dir)
 
