@@ -31,6 +31,15 @@ def _contains(parent: Path, child: Path) -> bool:
     return parent == child or parent in child.parents
 
 
+def _virtual(path: Path) -> bool:
+    """A file system with no blocks (/proc, /sys): nothing can be created there, even by root."""
+    try:
+        stats = os.statvfs(path)
+        return stats.f_blocks == 0 and stats.f_files == 0
+    except OSError:
+        return False
+
+
 def check_output(
     path,
     field: str,
@@ -64,8 +73,11 @@ def check_output(
                     f"destroy this run's own input, even with --overwrite: choose another {field}"
                 )
     if not target.exists():
-        if target.parent.exists() and not target.parent.is_dir():
-            raise GlowrlError(f"{field}: {target.parent} is a file, so {path} cannot be created; choose another path")
+        ancestor = next(p for p in target.parents if p.exists())  # where the output would be created
+        if not ancestor.is_dir():
+            raise GlowrlError(f"{field}: {ancestor} is a file, so {path} cannot be created; choose another path")
+        if not os.access(ancestor, os.W_OK | os.X_OK) or _virtual(ancestor):
+            raise GlowrlError(f"{field}: {path} cannot be created in {ancestor} (not writable); choose another path")
         return
     if kind == "dir":
         if not target.is_dir():

@@ -49,6 +49,8 @@ POSITIVE = {
     "save_total_limit",
     "max_problems",
 }
+# Text fields where true/false mean something (`resume_from_checkpoint: true`: the newest complete checkpoint).
+BOOLEAN_TEXT = {"resume_from_checkpoint"}
 NON_NEGATIVE = {"num_train_epochs", "learning_rate", "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm"}
 
 
@@ -172,6 +174,22 @@ def check_values(instance) -> None:
         )
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--key -1/2` as `--key=-1/2`: argparse reads a value starting with `-` as a flag ("expected one argument")."""
+    joined, i = [], 0
+    while i < len(argv):
+        if argv[i].startswith("--") and "=" not in argv[i] and i + 1 < len(argv) and argv[i + 1][:2] in NEGATIVE:
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
+
+
+NEGATIVE = {f"-{c}" for c in "0123456789."}
+
+
 def _argument_parser(dataclass_types):
     from transformers import HfArgumentParser
 
@@ -196,6 +214,8 @@ def parse_dataclasses(dataclass_types, values: dict, argv: list[str] | None = No
     """
     known = field_names(dataclass_types)
     types = {f.name: str(f.type) for dt in dataclass_types for f in fields(dt)}
+    values = {k: str(v).lower() if k in BOOLEAN_TEXT and isinstance(v, bool) else v for k, v in values.items()}
+    argv = _join_negative_values(list(argv or []))
     for key, value in values.items():
         if key not in known:
             raise unknown_key_error(key, known, where)
@@ -210,7 +230,7 @@ def parse_dataclasses(dataclass_types, values: dict, argv: list[str] | None = No
         if action.dest in values:
             action.required = False
     try:
-        *parsed, remaining = parser.parse_args_into_dataclasses(args=list(argv or []), return_remaining_strings=True)
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except ValueError as error:
         if BF16_ON_CPU_ERROR in str(error):  # transformers' own words for TRL's default bf16: true on a CPU
             raise RecipeError(

@@ -132,7 +132,9 @@ def test_bad_values_are_one_line_naming_the_key(sft_argv, tmp_path, capsys, chan
     # YAML reads `.nan`/`.inf` as floats: write them unquoted
     argv = sft_argv(**{k: v for k, v in changes.items() if not str(v).startswith(".")})
     recipe = Path(argv[2])
-    text = recipe.read_text() + "".join(f"{k}: {v}\n" for k, v in changes.items() if str(v).startswith("."))
+    dots = {k: v for k, v in changes.items() if str(v).startswith(".")}  # replacing the recipe's own (no key twice)
+    kept = [line for line in recipe.read_text().splitlines(keepends=True) if line.split(":")[0] not in dots]
+    text = "".join(kept) + "".join(f"{k}: {v}\n" for k, v in dots.items())
     recipe.write_text(text)
     assert_refused(capsys, argv, message)
     assert not (tmp_path / "out").exists()
@@ -534,3 +536,42 @@ def test_a_study_never_replaces_a_file_it_did_not_write(pipeline_recipe, tmp_pat
     study = {"base": str(base), "output_root": str(root), "seeds": 1, "arms": {"glow": None}}
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     assert_refused(capsys, ["study", "--config", tmp_path / "study.yaml"], "study.md is a file this study never", root)
+
+
+# -- what was noisy: each now one line naming the field, file or row and the fix
+
+
+def test_resume_from_checkpoint_true_unquoted_is_read_as_asked(sft_argv, tmp_path, capsys):
+    argv = sft_argv()
+    Path(argv[2]).write_text(Path(argv[2]).read_text() + "resume_from_checkpoint: true\n")
+    assert_refused(capsys, argv, "resume_from_checkpoint: no complete checkpoint in")  # not "not a valid value"
+
+
+def test_pipeline_preflight_of_rewards_and_section_order(pipeline_recipe, tmp_path, capsys):
+    argv = ["pipeline", "--config", pipeline_recipe(rl={"reward_funcs": []})]  # refused before SFT trains
+    assert_refused(capsys, argv, "reward_funcs: an empty list gives RL nothing to learn from")
+    recipe = yaml.safe_load(pipeline_recipe().read_text())
+    recipe = {k: v for k, v in recipe.items() if k != "sft"} | {"sft": recipe["sft"]}  # rl: written before sft:
+    (tmp_path / "swapped.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    argv = ["pipeline", "--config", tmp_path / "swapped.yaml"]
+    assert_refused(capsys, argv, "section rl: comes before sft: (stages run in the order written")
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_refuses_a_benchmark_without_golds_and_an_unwritable_place(tmp_path, tiny_model_dir, capsys):
+    bench = write_jsonl(tmp_path / "b.jsonl", [{"problem": "1+1?", "answer": None}, {"problem": "2+2?", "answer": ""}])
+    argv = ["eval", "--model", tiny_model_dir, "--benchmark_file", bench, "--output", tmp_path / "r.json"]
+    assert_refused(capsys, argv, "--answer_field: every 'answer' of", bench)
+    assert not (tmp_path / "r.json").exists()
+    argv = ["eval", "--model", tiny_model_dir, "--benchmarks", "amc23", "--output", "/proc/glowrl/r.json"]
+    assert_refused(capsys, argv, "--output: /proc/glowrl/r.json cannot be created in /proc (not writable)")
+
+
+def test_generate_and_readiness_values_are_one_line(tmp_path, tiny_model_dir, addition_file, capsys):
+    gen = ["generate", "--teacher", tiny_model_dir, "--dataset_paths", addition_file, "--output_dir", tmp_path / "g"]
+    assert_refused(capsys, [*gen, "--shard", "-1/2"], "shard: -1/2 needs 0 <= i < n")
+    base = ["readiness", "--model", tiny_model_dir]
+    grpo = REPO / "recipes/tiny/grpo.yaml"
+    assert_refused(capsys, [*base, "--config", grpo, "--prompts", "-3"], "--prompts must be at least 1, got -3")
+    sft = REPO / "recipes/tiny/sft.yaml"
+    assert_refused(capsys, [*base, "--config", sft], f"--config: {sft} is not an RL recipe")

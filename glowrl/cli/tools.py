@@ -207,9 +207,15 @@ def _evaluate(args):
     )
     from ..evaluation.eval_sets import load_problems
 
-    for spec in specs:  # an empty benchmark would give no metrics: refused before anything is written
-        if spec.path is not None and not load_problems(spec, 1):
+    for spec in specs:  # an empty or gold-less benchmark would give no metrics: refused before anything is written
+        problems = load_problems(spec) if spec.path is not None else None
+        if problems is not None and not problems:
             raise EvaluationError(f"--benchmark_file: {spec.path} holds no problems; give one with a row")
+        if problems and all(p.gold is None for p in problems):
+            raise EvaluationError(
+                f"--answer_field: every {spec.answer_field!r} of {spec.path} is null or empty, so nothing can be "
+                "scored; name the gold-answer field with --answer_field"
+            )
     if args.max_problems is not None and args.max_problems < 1:
         raise EvaluationError(f"--max_problems must be at least 1, got {args.max_problems}")
     sampling = SamplingConfig(
@@ -327,9 +333,18 @@ def _readiness(args):
     from ..stages import get_stage, parse_stage_args
     from ..stages.rl import handoff_figures_for, handoff_text
 
-    rl_args, *script_args, training_args, _ = parse_stage_args(
-        get_stage("rl"), ["--config", args.config, "--model_name_or_path", args.model]
-    )
+    try:
+        rl_args, *script_args, training_args, _ = parse_stage_args(
+            get_stage("rl"), ["--config", args.config, "--model_name_or_path", args.model]
+        )
+    except GlowrlError as error:  # a flat SFT recipe: its keys are no RL fields, the closest match misleads
+        if not str(error).startswith("unknown recipe key"):
+            raise
+        key = str(error).split("'")[1]
+        raise GlowrlError(
+            f"--config: {args.config} is not an RL recipe ({key!r} is no field of the rl stage); give a recipe "
+            "with an rl: section, or a flat GRPO/RLOO recipe"
+        ) from None
     if not hasattr(training_args, "num_generations"):
         raise GlowrlError(f"--config: rl.algorithm {rl_args.algorithm} draws no groups; the report is for grpo/rloo")
     load_tokenizer(args.model, field="--model", require_chat_template=True)  # chat prompts need a chat template

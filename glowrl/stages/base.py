@@ -11,6 +11,7 @@ section leaves them unset (`{"model_name_or_path": "model"}`: RL starts from the
 """
 
 import importlib.util
+import itertools
 import os
 import pkgutil
 from collections.abc import Callable
@@ -89,6 +90,7 @@ class Stage:
 
 _registered: dict[str, Stage] = {}
 _NOT_STAGES = {"base", "training"}
+SHIPPED_ORDER = ("generate", "sft", "rl", "eval")  # the order the shipped stages feed each other
 
 
 def register_stage(stage: Stage) -> Stage:
@@ -174,7 +176,20 @@ def resolve_recipe(recipe: dict) -> dict[str, dict]:
         for kind, value in stage.outputs(values).items():
             products.setdefault(kind, []).append(value)
         resolved[name] = values
+    _check_order(resolved)
     return resolved
+
+
+def _check_order(resolved: dict) -> None:
+    """Refuse shipped stages written out of the paper's order (`rl:` above `sft:` would train RL from the base model
+    and SFT after it): stages run in the order written, and an unset input takes only earlier products."""
+    shipped = [name for name in resolved if name in SHIPPED_ORDER]
+    for before, after in itertools.pairwise(shipped):
+        if SHIPPED_ORDER.index(before) > SHIPPED_ORDER.index(after):
+            raise RecipeError(
+                f"section {before}: comes before {after}: (stages run in the order written, each from the products "
+                f"of those above it); put them in the order {', '.join(SHIPPED_ORDER)}"
+            )
 
 
 def stage_values(stage: Stage, recipe: dict) -> dict:
