@@ -251,7 +251,7 @@ def test_bad_recipes_are_refused_before_anything_runs(pipeline_recipe, tmp_path,
             recipe[key].update(value)
         else:
             recipe[key] = value
-    path.write_text(yaml.safe_dump(recipe))
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))  # sections in the order they run
     assert glowrl_main(["pipeline", "--config", str(path)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
