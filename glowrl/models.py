@@ -69,6 +69,12 @@ def load_tokenizer(
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
     except (OSError, ValueError) as error:
+        if not looks_local(name):  # read as a Hub id: say so, since a mistyped local path reads the same
+            raise GlowrlError(
+                f"{field}: {name} is no local directory (relative to {Path.cwd()}) and cannot be loaded from the Hub "
+                f"({type(error).__name__}: {' '.join(str(error).split())[:160]}); fix the path (./{name} for a local "
+                "one) or the Hub name"
+            ) from None
         raise GlowrlError(
             f"{field}: the tokenizer of {name} cannot be loaded ({type(error).__name__}: {str(error)[:200]}); check "
             "the path or the Hub name"

@@ -556,6 +556,13 @@ def test_pipeline_preflight_of_rewards_and_section_order(pipeline_recipe, tmp_pa
     argv = ["pipeline", "--config", tmp_path / "swapped.yaml"]
     assert_refused(capsys, argv, "section rl: comes before sft: (stages run in the order written")
     assert not (tmp_path / "run").exists()
+    positives = write_jsonl(tmp_path / "pos.jsonl", [{"problem": "1+1?", "completion": r"\boxed{2}", "answer": "2"}])
+    recipe = yaml.safe_load(pipeline_recipe().read_text())
+    recipe["rl"] = {"algorithm": "dpo", "dataset_paths": [str(positives)], "max_steps": 1}
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    argv = ["pipeline", "--config", tmp_path / "dpo.yaml"]
+    assert_refused(capsys, argv, "rl.algorithm: dpo needs problems with both a correct and an incorrect trajectory")
+    assert not (tmp_path / "run").exists()
 
 
 def test_eval_refuses_a_benchmark_without_golds_and_an_unwritable_place(tmp_path, tiny_model_dir, capsys):
@@ -570,6 +577,8 @@ def test_eval_refuses_a_benchmark_without_golds_and_an_unwritable_place(tmp_path
 def test_generate_and_readiness_values_are_one_line(tmp_path, tiny_model_dir, addition_file, capsys):
     gen = ["generate", "--teacher", tiny_model_dir, "--dataset_paths", addition_file, "--output_dir", tmp_path / "g"]
     assert_refused(capsys, [*gen, "--shard", "-1/2"], "shard: -1/2 needs 0 <= i < n")
+    gen[2] = "no-such-org/teacher"  # a mistyped local path reads as a Hub id
+    assert_refused(capsys, gen, "teacher: no-such-org/teacher is no local directory (relative to")
     base = ["readiness", "--model", tiny_model_dir]
     grpo = REPO / "recipes/tiny/grpo.yaml"
     assert_refused(capsys, [*base, "--config", grpo, "--prompts", "-3"], "--prompts must be at least 1, got -3")
