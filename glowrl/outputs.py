@@ -135,21 +135,25 @@ class RunLock:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError:  # the parent is a file, or not writable: the output's own check says so in one line
                 return self
-        handle = open(path, "a+")  # held open for the life of the run
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
+        while True:
+            handle = open(path, "a+")  # held open for the life of the run
             try:
-                holder = json.loads(handle.read() or "{}")
-            except ValueError:
-                holder = {}
-            handle.close()
-            raise GlowrlError(
-                f"{self.field}: {self.root} is in use by another run ({holder.get('what', 'glowrl')}, pid "
-                f"{holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}); wait "
-                f"for it to finish or stop it, or choose another {self.field}"
-            ) from None
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                try:
+                    holder = json.loads(handle.read() or "{}")
+                except ValueError:
+                    holder = {}
+                handle.close()
+                raise GlowrlError(
+                    f"{self.field}: {self.root} is in use by another run ({holder.get('what', 'glowrl')}, pid "
+                    f"{holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}); "
+                    f"wait for it to finish or stop it, or choose another {self.field}"
+                ) from None
+            if _same_file(handle, path):
+                break
+            handle.close()  # its holder removed it as we opened it: lock the file now at `path`
         handle.seek(0)
         handle.truncate()
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -161,11 +165,20 @@ class RunLock:
 
     def __exit__(self, *exc):
         if self.handle is not None:
+            if self.lock_path is not None and not self.root.exists():  # a refused run: leave nothing beside it
+                self.lock_path.unlink(missing_ok=True)  # (a run that opened it meanwhile retries, see __enter__)
             self.handle.seek(0)
             self.handle.truncate()
             fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
             self.handle.close()
             self.handle = None
+        return False
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
         return False
 
 

@@ -375,6 +375,7 @@ def test_a_truncated_model_is_one_line_naming_the_file(sft_argv, truncated_model
     evaluate = ["eval", "--model", truncated_model, "--benchmark_file", addition_file, "--output", tmp_path / "r.json"]
     assert_refused(capsys, evaluate, message, truncated_model)
     assert not (tmp_path / "out").exists() and not (tmp_path / "rl").exists() and not (tmp_path / "r.json").exists()
+    assert not list(tmp_path.glob(".*.glowrl.lock"))  # a refused run leaves no lock file beside its output
 
 
 def test_label_refuses_its_own_input_another_format_and_an_existing_file(tmp_path, trajectory_file, capsys):
