@@ -44,6 +44,18 @@ def _safetensors_problem(path: Path) -> str | None:
     return None if size >= 8 + header_len + end else f"truncated ({size} of {8 + header_len + end} bytes)"
 
 
+def weights_problem(directory: str | os.PathLike) -> str | None:
+    """Why the `*.safetensors` weights at the top of a model directory are not whole (headers only), or `None`."""
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        try:
+            problem = _safetensors_problem(path)
+        except (OSError, KeyError, TypeError, IndexError, AttributeError) as error:
+            problem = f"unreadable ({type(error).__name__})"
+        if problem:
+            return f"{path.name} is {problem}"
+    return None
+
+
 def checkpoint_problem(checkpoint: str | os.PathLike) -> str | None:
     """Why `checkpoint` cannot be resumed from, or `None` when it is complete."""
     checkpoint = Path(checkpoint)

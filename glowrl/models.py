@@ -7,6 +7,7 @@ Imports transformers only inside [`load_tokenizer`].
 
 from pathlib import Path
 
+from .checkpoints import weights_problem
 from .errors import GlowrlError
 from .io import looks_local
 
@@ -15,7 +16,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def check_model_path(name: str | None, field: str = "model_name_or_path") -> None:
-    """Fail early and clearly on a local model path that does not exist, holds no config or holds no tokenizer.
+    """Fail early and clearly on a local model path that does not exist, holds no config or tokenizer, or whose
+    `*.safetensors` weights are truncated (their headers are read, not the weights).
 
     A Hub name is left for the loader to resolve (it says whether the repository exists).
     """
@@ -38,6 +40,11 @@ def check_model_path(name: str | None, field: str = "model_name_or_path") -> Non
                 "save one beside their adapter), or merge the adapter into its base model with PEFT's merge_and_unload"
             )
         raise GlowrlError(f"{field}: {name} holds no config.json; give a directory written by save_pretrained")
+    problem = weights_problem(path)
+    if problem:
+        raise GlowrlError(
+            f"{field}: {name}: {problem}; save or copy the model again (a save or a download was cut short)"
+        )
 
 
 def load_tokenizer(
@@ -62,6 +69,12 @@ def load_tokenizer(
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
     except (OSError, ValueError) as error:
+        if not looks_local(name):  # read as a Hub id: say so, since a mistyped local path reads the same
+            raise GlowrlError(
+                f"{field}: {name} is no local directory (relative to {Path.cwd()}) and cannot be loaded from the Hub "
+                f"({type(error).__name__}: {' '.join(str(error).split())[:160]}); fix the path (./{name} for a local "
+                "one) or the Hub name"
+            ) from None
         raise GlowrlError(
             f"{field}: the tokenizer of {name} cannot be loaded ({type(error).__name__}: {str(error)[:200]}); check "
             "the path or the Hub name"

@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from ._trl_compat import validating_for_world_size
-from .checkpoints import COMPLETE_MARKER, last_complete_checkpoint
+from .checkpoints import COMPLETE_MARKER, last_complete_checkpoint, weights_problem
 from .errors import RecipeError
 from .io import read_log_history, read_trainer_state, reward_trend, write_json, write_text_atomic
 from .launch import LocalLauncher, SlurmLauncher, StageLaunch, slurm_settings, wait_for_server
@@ -165,6 +165,18 @@ def stage_saved(output_dir: Path) -> bool:
     return (Path(output_dir) / COMPLETE_MARKER).is_file()
 
 
+def product_problem(stage: str, values: dict) -> str | None:
+    """Why a stage recorded as done has no complete product now (a folder deleted, weights truncated), or `None`."""
+    for paths in get_stage(stage).outputs(values).values():
+        for path in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
+            if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+                return f"its product {path} is missing"
+            problem = weights_problem(path) if path.is_dir() else None
+            if problem:
+                return f"its product {path} is incomplete: {problem}"
+    return None
+
+
 def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
     """Decide, stage by stage, what a (re-)run does, refusing to replace what the user did not ask to replace.
 
@@ -193,12 +205,25 @@ def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
         same = old is not None and old["config"] == config
         unfinished = old is not None and old["status"] in ("running", "failed", "interrupted", "pending")
         checkpoint = last_complete_checkpoint(output_dir, warn=_warn) if holds_files else None
+        if old is not None and old["config"].get("output_dir") != config["output_dir"] and not overwrite:
+            raise RecipeError(
+                f"{stage}: this output_root records a {stage} stage in {old['config'].get('output_dir')} (from "
+                f"{old.get('recipe', manifest.get('recipe'))}); a root holds one {stage} stage: choose another "
+                "output_root, or pass --overwrite to replace its record"
+            )
         entry = {"status": "pending", "config": config}
+        missing = product_problem(stage, config) if same and old["status"] == "done" else None
+        if missing and not overwrite:
+            if holds_files:
+                raise RecipeError(
+                    f"{stage}: recorded as done in {MANIFEST_NAME}, but {missing}; pass --overwrite to run it again"
+                )
+            _warn(f"{stage}: recorded as done, but {missing}; running it again")
         if overwrite or (same and old.get("overwrite_pending")):
             action = "replace" if holds_files else "run"
             if holds_files:
                 entry["overwrite_pending"] = True
-        elif same and old["status"] == "done" and not upstream_runs:
+        elif same and old["status"] == "done" and not upstream_runs and not missing:
             entry, action = {**old, "config": config}, "skip"
         elif same and unfinished and stage_saved(output_dir) and not upstream_runs:
             _warn(f"{stage}: its last run ended {old['status']} after saving its model in {output_dir}; done")
@@ -217,8 +242,11 @@ def plan_stages(resolved: dict, manifest: dict | None, overwrite: bool) -> dict:
         else:
             if old is None:
                 why = f"{output_dir} holds files this pipeline never wrote (no record in {MANIFEST_NAME})"
+            elif same and old["status"] == "done":
+                why = f"{output_dir} holds a finished {stage} stage built on an earlier stage that runs again"
             elif old["status"] == "done":
-                why = f"{output_dir} holds a finished {stage} stage of another config ({manifest.get('recipe')})"
+                recipe = old.get("recipe", manifest.get("recipe"))
+                why = f"{output_dir} holds a finished {stage} stage of another config ({recipe})"
             else:
                 why = f"{output_dir} holds an unfinished {stage} run of another config, with checkpoint {checkpoint}"
             raise RecipeError(f"{stage}: {why}; choose another output_root, or pass --overwrite to replace it")
@@ -265,8 +293,7 @@ def run(
     root = Path(recipe["output_root"])
     check_output(root, "output_root", overwrite=True)  # a file, or not writable: refused here
     with RunLock(root):
-        manifest_path = root / MANIFEST_NAME
-        previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        previous = read_manifest(root, overwrite)
         applied = (previous or {}).get("overwrite_once")
         if overwrite_once is not None:
             overwrite = overwrite or applied != overwrite_once
@@ -274,14 +301,51 @@ def run(
                 print(
                     f"glowrl: --overwrite_once {overwrite_once}: applied by an earlier attempt; resuming", flush=True
                 )
+        previous = read_manifest(root, overwrite)
+        stages = plan_stages(resolved, previous, overwrite)
+        check_stage_recipes(root, stages, previous, overwrite)
+        for entry in stages.values():
+            entry.setdefault("recipe", str(recipe_path))
+        kept = {k: v for k, v in (previous or {}).get("stages", {}).items() if k not in stages}  # another recipe's
         manifest = {
             "recipe": str(recipe_path),
             "created": (previous or {}).get("created", _now()),
             **({"overwrite_once": overwrite_once or applied} if overwrite_once or applied else {}),
             **environment(),
-            "stages": plan_stages(resolved, previous, overwrite),
+            "stages": {**kept, **stages},
         }
         return _run_stages(root, resolved, manifest, launcher, runner)
+
+
+def read_manifest(root: Path, overwrite: bool) -> dict | None:
+    """The root's `pipeline.json`; a file of that name that is not a glowrl manifest is the user's, refused."""
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        manifest = None
+    if isinstance(manifest, dict) and isinstance(manifest.get("stages"), dict):
+        return manifest
+    if overwrite:
+        return None
+    raise RecipeError(
+        f"output_root: {path} is not a glowrl pipeline manifest (this pipeline did not write it); choose another "
+        "output_root, or pass --overwrite to replace it"
+    )
+
+
+def check_stage_recipes(root: Path, stages: dict, previous: dict | None, overwrite: bool) -> None:
+    """Refuse to replace a `<root>/recipes/<stage>.yaml` that no recorded run of that stage wrote (the user's)."""
+    recorded = (previous or {}).get("stages", {})
+    for stage, entry in stages.items():
+        path = root / "recipes" / f"{stage}.yaml"
+        if entry["action"] != "skip" and path.exists() and stage not in recorded and not overwrite:
+            raise RecipeError(
+                f"output_root: {path} is a file this pipeline never wrote (no {stage} record in {MANIFEST_NAME}); "
+                "choose another output_root, or pass --overwrite to replace it"
+            )
 
 
 def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) -> int:
@@ -331,16 +395,18 @@ def _run_stages(root: Path, resolved: dict, manifest: dict, launcher, runner) ->
             return returncode
         info.update(status="done", metrics=headline_metrics(stage_dir))
         write_json(manifest, manifest_path)
-    summary(root, manifest, shown)
+    summary(root, manifest, stages, shown)
     return 0
 
 
-def summary(root: Path, manifest: dict, shown: set = frozenset()):
-    """One line per stage, then the reports of the finished stages not run now (those of `shown` were printed above
-    as they ran: each report is printed once)."""
+def summary(root: Path, manifest: dict, stages=None, shown: set = frozenset()):
+    """One line per stage of `stages` (this recipe's, not another's kept records), then the reports of the finished
+    stages not run now (those of `shown` were printed above as they ran: each report is printed once)."""
     banner("summary")
     details = []
     for stage, info in manifest["stages"].items():
+        if stages is not None and stage not in stages:
+            continue
         metrics = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("metrics", {}).items()
         )

@@ -47,8 +47,30 @@ POSITIVE = {
     "temperature",
     "num_samples",
     "save_total_limit",
+    "max_problems",
 }
+# Text fields where true/false mean something (`resume_from_checkpoint: true`: the newest complete checkpoint).
+BOOLEAN_TEXT = {"resume_from_checkpoint"}
 NON_NEGATIVE = {"num_train_epochs", "learning_rate", "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm"}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (YAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1}); YAML would "
+                    "keep only the last one: keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_mapping(path: str | Path, field: str, missing: str = "") -> dict:
@@ -58,9 +80,11 @@ def load_mapping(path: str | Path, field: str, missing: str = "") -> dict:
     if not path.is_file():
         raise RecipeError(f"{field}: {path} does not exist{missing}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_StrictLoader) or {}  # a SafeLoader
+    except yaml.constructor.ConstructorError as e:
+        raise RecipeError(f"{field}: {path} line {e.problem_mark.line + 1}: {e.problem}") from None
     except yaml.YAMLError as e:
-        raise RecipeError(f"{field}: {path} is not valid YAML: {e}") from e
+        raise RecipeError(f"{field}: {path} is not valid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(data, dict):
         raise RecipeError(f"{field}: {path} must hold a mapping of keys to values")
     return data
@@ -150,6 +174,22 @@ def check_values(instance) -> None:
         )
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--key -1/2` as `--key=-1/2`: argparse reads a value starting with `-` as a flag ("expected one argument")."""
+    joined, i = [], 0
+    while i < len(argv):
+        if argv[i].startswith("--") and "=" not in argv[i] and i + 1 < len(argv) and argv[i + 1][:2] in NEGATIVE:
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
+
+
+NEGATIVE = {f"-{c}" for c in "0123456789."}
+
+
 def _argument_parser(dataclass_types):
     from transformers import HfArgumentParser
 
@@ -174,6 +214,8 @@ def parse_dataclasses(dataclass_types, values: dict, argv: list[str] | None = No
     """
     known = field_names(dataclass_types)
     types = {f.name: str(f.type) for dt in dataclass_types for f in fields(dt)}
+    values = {k: str(v).lower() if k in BOOLEAN_TEXT and isinstance(v, bool) else v for k, v in values.items()}
+    argv = _join_negative_values(list(argv or []))
     for key, value in values.items():
         if key not in known:
             raise unknown_key_error(key, known, where)
@@ -188,7 +230,7 @@ def parse_dataclasses(dataclass_types, values: dict, argv: list[str] | None = No
         if action.dest in values:
             action.required = False
     try:
-        *parsed, remaining = parser.parse_args_into_dataclasses(args=list(argv or []), return_remaining_strings=True)
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except ValueError as error:
         if BF16_ON_CPU_ERROR in str(error):  # transformers' own words for TRL's default bf16: true on a CPU
             raise RecipeError(

@@ -165,4 +165,8 @@ class RewardArguments:
     def __post_init__(self):
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
+        if not self.reward_funcs:
+            raise GlowrlError(
+                f"reward_funcs: an empty list gives RL nothing to learn from; name some of {sorted(REWARD_FUNCS)}"
+            )
         get_reward_funcs(self.reward_funcs)  # unknown names fail here, listing the valid ones

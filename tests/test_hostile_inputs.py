@@ -9,6 +9,8 @@ python -m pytest tests/test_hostile_inputs.py
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ from utils import REPO
 
 from glowrl.cli import main as glowrl_main
 from glowrl.data import ProblemArguments, TrajectoryArguments, build_problem_dataset, build_trajectory_dataset
-from glowrl.outputs import RunLock
+from glowrl.io import MAX_ROW_BYTES
+from glowrl.outputs import RunLock, output_lock
 from glowrl.pipeline import run
 from glowrl.rewards import math_accuracy
 
@@ -129,7 +132,9 @@ def test_bad_values_are_one_line_naming_the_key(sft_argv, tmp_path, capsys, chan
     # YAML reads `.nan`/`.inf` as floats: write them unquoted
     argv = sft_argv(**{k: v for k, v in changes.items() if not str(v).startswith(".")})
     recipe = Path(argv[2])
-    text = recipe.read_text() + "".join(f"{k}: {v}\n" for k, v in changes.items() if str(v).startswith("."))
+    dots = {k: v for k, v in changes.items() if str(v).startswith(".")}  # replacing the recipe's own (no key twice)
+    kept = [line for line in recipe.read_text().splitlines(keepends=True) if line.split(":")[0] not in dots]
+    text = "".join(kept) + "".join(f"{k}: {v}\n" for k, v in dots.items())
     recipe.write_text(text)
     assert_refused(capsys, argv, message)
     assert not (tmp_path / "out").exists()
@@ -159,6 +164,89 @@ def test_bad_data_files_are_one_line_naming_the_file_and_row(sft_argv, tmp_path,
     data = write_jsonl(tmp_path / "bad.jsonl", rows)
     assert_refused(capsys, sft_argv(dataset_paths=[str(data)]), message, data)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"problem": "1+1?", "answer": "2"}, {"problem": None, "answer": "3"}], "row 1: problem is empty or null"),
+        (
+            [
+                {"problem_id": "a", "problem": "1+1?", "answer": "2"},
+                {"problem_id": "a", "problem": "1+1?", "answer": "3"},
+            ],
+            "row 1: problem id 'a' has two gold answers ('2' and '3')",
+        ),
+    ],
+)
+def test_null_or_conflicting_problems_are_refused(tmp_path, tiny_model_dir, capsys, rows, message):
+    data = write_jsonl(tmp_path / "problems.jsonl", rows)
+    argv = ["generate", "--teacher", tiny_model_dir, "--dataset_paths", data, "--output_dir", tmp_path / "gen"]
+    assert_refused(capsys, [*argv, "--max_new_tokens", "4", "--num_samples", "1"], message, data)
+    assert not (tmp_path / "gen" / "trajectories.jsonl").exists()
+    if "two gold" in message:  # the RL prompts too
+        with pytest.raises(ValueError, match="has two gold answers"):
+            build_problem_dataset(ProblemArguments(dataset_paths=[str(data)]))
+    else:
+        with pytest.raises(ValueError, match="row 1: problem is empty or null"):
+            build_problem_dataset(ProblemArguments(dataset_paths=[str(data)]))
+
+
+def test_a_key_given_twice_anywhere_in_a_recipe_is_refused(sft_argv, pipeline_recipe, tmp_path, capsys):
+    argv = sft_argv()
+    Path(argv[2]).write_text(Path(argv[2]).read_text() + "learning_rate: 1.0\nlearning_rate: 2.0\n")
+    assert_refused(capsys, argv, "key 'learning_rate' is given twice")
+    recipe = pipeline_recipe()
+    recipe.write_text(recipe.read_text().replace("sft:\n", "sft:\n  glow: true\n  glow: false\n", 1))
+    assert_refused(capsys, ["pipeline", "--config", recipe], "key 'glow' is given twice", tmp_path / "run")
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        f"base: {recipe}\noutput_root: {tmp_path / 'study'}\nseeds: 1\narms:\n"
+        "  glow: {sft: {glow: true}}\n  plain: {sft: {glow: false}}\n  glow: {sft: {glow: false}}\n"
+    )
+    assert_refused(capsys, ["study", "--config", study], f"{study} line 7: key 'glow' is given twice (lines 5 and 7)")
+    assert not (tmp_path / "study").exists()
+
+
+def huge_row(path: Path, key: str) -> Path:
+    """A JSON Lines file whose second row is just over `MAX_ROW_BYTES` (the issue's was 50 MB)."""
+    rows = [{"prompt": "q", "problem": "1+1?", "completion": "c", "answer": "2"}]
+    rows.append({**rows[0], key: "x" * (MAX_ROW_BYTES + 1)})
+    return write_jsonl(path, rows)
+
+
+def test_a_huge_row_is_refused_before_tokenizing(sft_argv, tmp_path, tiny_model_dir, capsys):
+    data = huge_row(tmp_path / "huge.jsonl", "completion")
+    message = f"{data} line 2 is 4.0 MiB, over the 4 MiB limit of one row"
+    assert_refused(capsys, sft_argv(dataset_paths=[str(data)]), "dataset_paths: " + message, data)
+    assert not (tmp_path / "out").exists()
+    bench = huge_row(tmp_path / "bench.jsonl", "problem")
+    argv = ["eval", "--model", tiny_model_dir, "--benchmark_file", bench, "--output", tmp_path / "r.json"]
+    assert_refused(capsys, argv, f"{bench} line 2 is 4.0 MiB", bench)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_invalid_utf8_names_the_file_and_line(sft_argv, tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes(b'{"prompt": "q", "completion": "c", "answer": "1"}\n{"prompt": "caf\xe9", "completion": "c"}\n')
+    assert_refused(capsys, sft_argv(dataset_paths=[str(data)]), f"{data} line 2 is not valid UTF-8", data)
+    argv = ["eval", "--model", tiny_model_dir, "--benchmark_file", data, "--output", tmp_path / "r.json"]
+    argv += ["--problem_field", "prompt"]
+    assert_refused(capsys, argv, f"{data} line 2 is not valid UTF-8", data)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--hidden_size", "-8"], "--hidden_size must be a positive integer, got -8"),
+        (["--hidden_size", "0"], "--hidden_size must be a positive integer"),
+        (["--num_hidden_layers", "-1"], "--num_hidden_layers must be a positive integer"),
+        (["--hidden_size", "12"], "--hidden_size must be a multiple of 8"),
+    ],
+)
+def test_tiny_model_refuses_sizes_it_cannot_build(tmp_path, capsys, flags, message):
+    assert_refused(capsys, ["tiny-model", "--output_dir", tmp_path / "m", *flags], message)
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_directory_named_like_a_data_file_is_refused(sft_argv, tmp_path, capsys):
@@ -215,6 +303,81 @@ def test_eval_never_replaces_a_file_it_did_not_write(tmp_path, tiny_model_dir, t
     assert json.loads(taken.read_text())["complete"] is True
 
 
+def test_every_command_that_writes_holds_its_output_naming_the_holder(
+    sft_argv, tmp_path, tiny_model_dir, trajectory_file, addition_file, capsys
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "half.txt").write_text("the first run's half-written output")
+    gen = ["generate", "--teacher", tiny_model_dir, "--dataset_paths", addition_file, "--output_dir", out]
+    result = tmp_path / "r.json"
+    evaluate = ["eval", "--model", tiny_model_dir, "--benchmark_file", addition_file, "--output", result]
+    cases = [
+        (out, "output_dir", "glowrl sft", sft_argv("--overwrite")),
+        (out, "output_dir", "glowrl generate", [*gen, "--overwrite"]),
+        (result, "--output", "glowrl eval", [*evaluate, "--overwrite"]),
+        (
+            tmp_path / "l.jsonl",
+            "--output",
+            "glowrl label",
+            ["label", "--input", trajectory_file, "--output", tmp_path / "l.jsonl"],
+        ),
+    ]
+    for output, field, what, argv in cases:
+        with output_lock(output, what, field):
+            message = f"{field}: {output.resolve()} is in use by another run ({what}, pid {os.getpid()} on"
+            assert_refused(capsys, argv, message, out)
+    assert not result.exists() and not (tmp_path / "l.jsonl").exists()
+    with output_lock(out, "glowrl generate", "output_dir", ".shard0of2"):  # shards share an output by design
+        assert_refused(capsys, [*gen, "--shard", "0/2"], "(glowrl generate, pid", out)
+        assert_refused(capsys, [*gen, "--shard", "1/2"], "output_dir: ", out)  # not the lock: its own check
+    assert (out / "half.txt").read_text() == "the first run's half-written output"
+
+
+def test_an_output_inside_the_model_is_refused_even_with_overwrite(tmp_path, tiny_model_dir, capsys):
+    model = Path(tiny_model_dir)
+    base = ["eval", "--model", model, "--benchmarks", "amc23", "--max_problems", "1", "--max_new_tokens", "4"]
+    for output in (model / "config.json", model / "results.json"):
+        assert_refused(capsys, [*base, "--output", output, "--overwrite"], "lies inside it", model)
+    recipe = REPO / "recipes/tiny/pipeline.yaml"
+    for output in (model / "config.json", model / "readiness.json"):
+        argv = ["readiness", "--model", model, "--config", recipe, "--output", output, "--overwrite"]
+        assert_refused(capsys, argv, "--output: ", model, recipe)
+    assert not (model / "readiness.json").exists() and not (model / "results.json").exists()
+
+
+def test_an_empty_benchmark_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys):
+    empty = tmp_path / "bench.jsonl"
+    empty.write_text("")
+    output = tmp_path / "r.json"
+    argv = ["eval", "--model", tiny_model_dir, "--benchmark_file", empty, "--max_new_tokens", "4", "--output", output]
+    assert_refused(capsys, argv, f"--benchmark_file: {empty} holds no problems", empty)
+    assert not output.exists() and not output.with_suffix(".md").exists()
+    write_jsonl(empty, [{"problem": "1+1?", "answer": "2"}])
+    assert_refused(capsys, [*argv, "--max_problems", "0"], "--max_problems must be at least 1")
+    assert glowrl_main([str(a) for a in argv]) == 0  # the corrected run is not blocked by anything left behind
+
+
+@pytest.fixture
+def truncated_model(tmp_path, tiny_model_dir):
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "truncated"))
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return model
+
+
+def test_a_truncated_model_is_one_line_naming_the_file(sft_argv, truncated_model, tmp_path, addition_file, capsys):
+    message = f"{truncated_model}: model.safetensors is truncated ("
+    assert_refused(capsys, sft_argv(model_name_or_path=str(truncated_model)), message, truncated_model)
+    rl = ["rl", "--config", REPO / "recipes/tiny/grpo.yaml", "--model_name_or_path", truncated_model]
+    rl += ["--dataset_paths", addition_file, "--output_dir", tmp_path / "rl"]
+    assert_refused(capsys, rl, message, truncated_model)
+    evaluate = ["eval", "--model", truncated_model, "--benchmark_file", addition_file, "--output", tmp_path / "r.json"]
+    assert_refused(capsys, evaluate, message, truncated_model)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "rl").exists() and not (tmp_path / "r.json").exists()
+    assert not list(tmp_path.glob(".*.glowrl.lock"))  # a refused run leaves no lock file beside its output
+
+
 def test_label_refuses_its_own_input_another_format_and_an_existing_file(tmp_path, trajectory_file, capsys):
     assert_refused(
         capsys, ["label", "--input", trajectory_file, "--output", trajectory_file], "--input", trajectory_file
@@ -262,11 +425,14 @@ def pipeline_recipe(tmp_path, tiny_model_dir, addition_file):
     return write
 
 
+EMPTY_SAFETENSORS = (2).to_bytes(8, "little") + b"{}"  # a whole safetensors file holding no tensors
+
+
 def stand_in(command):
     """A stage that succeeds and leaves an output, without training."""
     config = yaml.safe_load(Path(command[command.index("--config") + 1]).read_text())
     Path(config["output_dir"]).mkdir(parents=True, exist_ok=True)
-    (Path(config["output_dir"]) / "model.safetensors").write_text("stand-in")
+    (Path(config["output_dir"]) / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     return 0
 
 
@@ -309,3 +475,113 @@ def test_a_second_pipeline_on_the_same_root_is_refused_naming_the_first(pipeline
 def test_an_output_root_that_is_a_file_is_refused(pipeline_recipe, tmp_path, capsys):
     (tmp_path / "run").write_text("mine")
     assert_refused(capsys, ["pipeline", "--config", pipeline_recipe()], "run is a file", tmp_path / "run")
+
+
+def test_a_pipeline_never_replaces_a_stage_recipe_it_did_not_write(pipeline_recipe, tmp_path, capsys):
+    mine = tmp_path / "run" / "recipes" / "sft.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("# my own notes\n")
+    assert_refused(capsys, ["pipeline", "--config", pipeline_recipe()], "recipes/sft.yaml is a file this", mine)
+    (tmp_path / "run" / "recipes" / "sft.yaml").unlink()
+    (tmp_path / "run" / "pipeline.json").write_text("my own notes")
+    assert_refused(capsys, ["pipeline", "--config", pipeline_recipe()], "is not a glowrl pipeline manifest")
+
+
+def test_a_second_recipe_on_a_finished_root_keeps_the_first_runs_records(
+    pipeline_recipe, tmp_path, tiny_model_dir, addition_file, capsys
+):
+    first = pipeline_recipe()
+    assert run(first, [], runner=stand_in) == 0
+    root = tmp_path / "run"
+    second = yaml.safe_load(first.read_text())
+    second["sft"]["output_dir"] = str(root / "sft-again")
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump(second, sort_keys=False))
+    assert_refused(capsys, ["pipeline", "--config", tmp_path / "second.yaml"], "records a sft stage in", root)
+    eval_only = {"output_root": second["output_root"]}
+    eval_only["eval"] = {"models": [tiny_model_dir], "benchmark_files": [addition_file], "max_new_tokens": 4}
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump(eval_only, sort_keys=False))
+    assert run(tmp_path / "second.yaml", [], runner=stand_in) == 0
+    stages = json.loads((root / "pipeline.json").read_text())["stages"]
+    assert stages["rl"]["status"] == "done" and stages["rl"]["recipe"] == str(first) and "eval" in stages
+    before = tree_hash(root / "rl")
+    assert run(first, [], runner=never_launched) == 0  # rl, still recorded, is skipped: no --overwrite needed
+    assert tree_hash(root / "rl") == before
+
+
+def test_a_deleted_finished_stage_is_not_done(pipeline_recipe, tmp_path, capsys):
+    recipe = pipeline_recipe()
+    assert run(recipe, [], runner=stand_in) == 0
+    shutil.rmtree(tmp_path / "run" / "rl")
+    launched = []
+    capsys.readouterr()
+    assert run(recipe, [], runner=lambda command: launched.append(command) or stand_in(command)) == 0
+    out = capsys.readouterr().out
+    assert "rl: recorded as done, but its product" in out and "rl (grpo) — done" not in out and len(launched) == 1
+    (tmp_path / "run" / "rl" / "model.safetensors").write_bytes(EMPTY_SAFETENSORS[:5])  # truncated
+    assert_refused(capsys, ["pipeline", "--config", recipe], "model.safetensors is truncated header", tmp_path / "run")
+    (tmp_path / "run" / "rl" / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
+    shutil.rmtree(tmp_path / "run" / "sft")  # SFT runs again, so the RL model built on the old one would be replaced
+    argv = ["pipeline", "--config", recipe]
+    assert_refused(capsys, argv, "rl: ", tmp_path / "run" / "rl", tmp_path / "run" / "pipeline.json")
+
+
+def test_a_study_never_replaces_a_file_it_did_not_write(pipeline_recipe, tmp_path, addition_file, capsys):
+    root = tmp_path / "study"
+    root.mkdir()
+    (root / "study.md").write_text("my own notes")
+    base = pipeline_recipe()
+    recipe = yaml.safe_load(base.read_text())
+    ood = shutil.copy(addition_file, tmp_path / "ood.jsonl")
+    recipe["eval"] = {"benchmark_files": [addition_file], "ood_benchmark_files": [str(ood)]}
+    base.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    study = {"base": str(base), "output_root": str(root), "seeds": 1, "arms": {"glow": None}}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    assert_refused(capsys, ["study", "--config", tmp_path / "study.yaml"], "study.md is a file this study never", root)
+
+
+# -- what was noisy: each now one line naming the field, file or row and the fix
+
+
+def test_resume_from_checkpoint_true_unquoted_is_read_as_asked(sft_argv, tmp_path, capsys):
+    argv = sft_argv()
+    Path(argv[2]).write_text(Path(argv[2]).read_text() + "resume_from_checkpoint: true\n")
+    assert_refused(capsys, argv, "resume_from_checkpoint: no complete checkpoint in")  # not "not a valid value"
+
+
+def test_pipeline_preflight_of_rewards_and_section_order(pipeline_recipe, tmp_path, capsys):
+    argv = ["pipeline", "--config", pipeline_recipe(rl={"reward_funcs": []})]  # refused before SFT trains
+    assert_refused(capsys, argv, "reward_funcs: an empty list gives RL nothing to learn from")
+    recipe = yaml.safe_load(pipeline_recipe().read_text())
+    recipe = {k: v for k, v in recipe.items() if k != "sft"} | {"sft": recipe["sft"]}  # rl: written before sft:
+    (tmp_path / "swapped.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    argv = ["pipeline", "--config", tmp_path / "swapped.yaml"]
+    assert_refused(capsys, argv, "section rl: comes before sft: (stages run in the order written")
+    assert not (tmp_path / "run").exists()
+    positives = write_jsonl(tmp_path / "pos.jsonl", [{"problem": "1+1?", "completion": r"\boxed{2}", "answer": "2"}])
+    recipe = yaml.safe_load(pipeline_recipe().read_text())
+    recipe["rl"] = {"algorithm": "dpo", "dataset_paths": [str(positives)], "max_steps": 1}
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    argv = ["pipeline", "--config", tmp_path / "dpo.yaml"]
+    assert_refused(capsys, argv, "rl.algorithm: dpo needs problems with both a correct and an incorrect trajectory")
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_refuses_a_benchmark_without_golds_and_an_unwritable_place(tmp_path, tiny_model_dir, capsys):
+    bench = write_jsonl(tmp_path / "b.jsonl", [{"problem": "1+1?", "answer": None}, {"problem": "2+2?", "answer": ""}])
+    argv = ["eval", "--model", tiny_model_dir, "--benchmark_file", bench, "--output", tmp_path / "r.json"]
+    assert_refused(capsys, argv, "--answer_field: every 'answer' of", bench)
+    assert not (tmp_path / "r.json").exists()
+    argv = ["eval", "--model", tiny_model_dir, "--benchmarks", "amc23", "--output", "/proc/glowrl/r.json"]
+    assert_refused(capsys, argv, "--output: /proc/glowrl/r.json cannot be created in /proc (not writable)")
+
+
+def test_generate_and_readiness_values_are_one_line(tmp_path, tiny_model_dir, addition_file, capsys):
+    gen = ["generate", "--teacher", tiny_model_dir, "--dataset_paths", addition_file, "--output_dir", tmp_path / "g"]
+    assert_refused(capsys, [*gen, "--shard", "-1/2"], "shard: -1/2 needs 0 <= i < n")
+    gen[2] = "no-such-org/teacher"  # a mistyped local path reads as a Hub id
+    assert_refused(capsys, gen, "teacher: no-such-org/teacher is no local directory (relative to")
+    base = ["readiness", "--model", tiny_model_dir]
+    grpo = REPO / "recipes/tiny/grpo.yaml"
+    assert_refused(capsys, [*base, "--config", grpo, "--prompts", "-3"], "--prompts must be at least 1, got -3")
+    sft = REPO / "recipes/tiny/sft.yaml"
+    assert_refused(capsys, [*base, "--config", sft], f"--config: {sft} is not an RL recipe")

@@ -49,7 +49,7 @@ def run_guarded(fn, argv: list[str]) -> int:
         if isinstance(error, KeyboardInterrupt):
             print_error("interrupted")
             return 130
-        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename:
+        if isinstance(error, OSError) and error.filename:  # a path the system refused (/proc, a full disk)
             print_error(f"{error.filename}: {error.strerror}; check the path and its permissions")
             return 2
         print_error(_first_line(error))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..chat import DEFAULT_INSTRUCTION
 from ..errors import EvaluationError, GlowrlError
-from ..outputs import check_output, check_suffix, clear_dir
+from ..outputs import check_output, check_suffix, clear_dir, output_lock
 from .parser import Parser
 
 
@@ -167,14 +167,27 @@ def evaluate(argv):
     if args.config:  # default < YAML < flag: parse again with the YAML's values as defaults
         parser.set_defaults(**_eval_config(args.config))
         args = parser.parse_args(argv)
-    from ..evaluation import SamplingConfig, evaluate, select_benchmarks
-
     check_suffix(args.output, "--output", (".json",))
+    _check_eval_output(args)  # before the lock (written beside the output), so never inside a model
+    with output_lock(args.output, "glowrl eval", "--output"):  # one run per output file, the holder named
+        _check_eval_output(args)  # again: another run may have written it meanwhile
+        return _evaluate(args)
+
+
+def _check_eval_output(args) -> None:
     inputs = {"a --model": args.model, "a --benchmark_file": [*args.benchmark_file, *args.ood_benchmark_file]}
     for path, field in ((args.output, "--output"), (args.output.with_suffix(".md"), "--output (its .md table)")):
         check_output(
             path, field, kind="file", overwrite=args.overwrite, inputs=inputs, fix="pass --overwrite to replace it"
         )
+
+
+def _evaluate(args):
+    from ..evaluation import SamplingConfig, evaluate, select_benchmarks
+    from ..models import check_model_path
+
+    for model in args.model:
+        check_model_path(model, "--model")  # a missing or truncated local model: one line before anything runs
 
     ks = None
     if args.k is not None:
@@ -192,6 +205,19 @@ def evaluate(argv):
         args.benchmark_schema,
         args.ood_benchmark_file,
     )
+    from ..evaluation.eval_sets import load_problems
+
+    for spec in specs:  # an empty or gold-less benchmark would give no metrics: refused before anything is written
+        problems = load_problems(spec) if spec.path is not None else None
+        if problems is not None and not problems:
+            raise EvaluationError(f"--benchmark_file: {spec.path} holds no problems; give one with a row")
+        if problems and all(p.gold is None for p in problems):
+            raise EvaluationError(
+                f"--answer_field: every {spec.answer_field!r} of {spec.path} is null or empty, so nothing can be "
+                "scored; name the gold-answer field with --answer_field"
+            )
+    if args.max_problems is not None and args.max_problems < 1:
+        raise EvaluationError(f"--max_problems must be at least 1, got {args.max_problems}")
     sampling = SamplingConfig(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -233,11 +259,17 @@ def label_parser() -> Parser:
 
 def label(argv):
     args = label_parser().parse_args(argv)
+    output = Path(args.output)
+    check_suffix(output, "--output", (".jsonl",))
+    check_output(output, "--output", kind="file", overwrite=args.overwrite, inputs={"--input": args.input})
+    with output_lock(output, "glowrl label", "--output"):  # one run per output file, the holder named
+        return _label(args, output)
+
+
+def _label(args, output):
     from ..data import TrajectoryArguments, label_counts, label_trajectories, load_table, normalize_trajectories
     from ..io import write_jsonl
 
-    output = Path(args.output)
-    check_suffix(output, "--output", (".jsonl",))
     check_output(output, "--output", kind="file", overwrite=args.overwrite, inputs={"--input": args.input})
     table = load_table(args.input, field="--input")
     if args.answer_column not in table.column_names:
@@ -277,18 +309,42 @@ def readiness_parser() -> Parser:
 
 def readiness(argv):
     args = readiness_parser().parse_args(argv)
+    if args.output is None:
+        return _readiness(args)
+    check_suffix(args.output, "--output", (".json",))
+    _readiness_output(args)  # before the lock (written beside the output), so never inside the model
+    with output_lock(args.output, "glowrl readiness", "--output"):  # one run per output file, the holder named
+        return _readiness(args)
+
+
+def _readiness_output(args) -> None:
     if args.output is not None:
-        check_suffix(args.output, "--output", (".json",))
-        check_output(args.output, "--output", kind="file", overwrite=args.overwrite)
+        inputs = {"--model": args.model, "--config": args.config}  # its model directory is an input too
+        check_output(args.output, "--output", kind="file", overwrite=args.overwrite, inputs=inputs)
+
+
+def _readiness(args):
+    _readiness_output(args)
+    if args.prompts is not None and args.prompts < 1:
+        raise GlowrlError(f"--prompts must be at least 1, got {args.prompts}")
     from ..io import write_json
     from ..models import load_tokenizer
     from ..rl import get_algorithm
     from ..stages import get_stage, parse_stage_args
     from ..stages.rl import handoff_figures_for, handoff_text
 
-    rl_args, *script_args, training_args, _ = parse_stage_args(
-        get_stage("rl"), ["--config", args.config, "--model_name_or_path", args.model]
-    )
+    try:
+        rl_args, *script_args, training_args, _ = parse_stage_args(
+            get_stage("rl"), ["--config", args.config, "--model_name_or_path", args.model]
+        )
+    except GlowrlError as error:  # a flat SFT recipe: its keys are no RL fields, the closest match misleads
+        if not str(error).startswith("unknown recipe key"):
+            raise
+        key = str(error).split("'")[1]
+        raise GlowrlError(
+            f"--config: {args.config} is not an RL recipe ({key!r} is no field of the rl stage); give a recipe "
+            "with an rl: section, or a flat GRPO/RLOO recipe"
+        ) from None
     if not hasattr(training_args, "num_generations"):
         raise GlowrlError(f"--config: rl.algorithm {rl_args.algorithm} draws no groups; the report is for grpo/rloo")
     load_tokenizer(args.model, field="--model", require_chat_template=True)  # chat prompts need a chat template
@@ -357,6 +413,11 @@ def tiny_model(argv):
     from ..toy.arithmetic import tokenizer_corpus
     from ..toy.tiny_model import build_tiny_model
 
+    for flag in ("hidden_size", "num_hidden_layers"):
+        if getattr(args, flag) < 1:
+            raise GlowrlError(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    if args.hidden_size % 8:  # 4 attention heads, each of an even size (rotary embeddings)
+        raise GlowrlError(f"--hidden_size must be a multiple of 8 (4 heads of an even size), got {args.hidden_size}")
     check_output(args.output_dir, "--output_dir", overwrite=args.overwrite)
     clear_dir(args.output_dir)
 

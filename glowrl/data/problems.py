@@ -91,15 +91,33 @@ def build_problem_dataset(args: ProblemArguments):
     for path in args.dataset_paths:
         table = load_table(path, args.dataset_split)
         answer = answer_column(set(table.column_names), args, path)
+        texts = table[args.problem_column]
+        for index, text in enumerate(texts):
+            if text is None or not str(text).strip():
+                raise DataError(
+                    f"dataset {path} row {index}: {args.problem_column} is empty or null; give the problem's text or "
+                    "remove the row"
+                )
         table = table.map(
             lambda row, answer=answer: {"problem": str(row[args.problem_column]), "answer": _gold(row[answer])},
             remove_columns=table.column_names,
             desc=f"Reading {path}",
         )
-        tables.append(table)
-    dataset = concatenate_datasets(tables) if len(tables) > 1 else tables[0]
-    seen: set[str] = set()
-    keep = [i for i, p in enumerate(dataset["problem"]) if not (p in seen or seen.add(p))]
+        tables.append((path, table))
+    dataset = concatenate_datasets([t for _, t in tables]) if len(tables) > 1 else tables[0][1]
+    sources = [(path, i) for path, table in tables for i in range(len(table))]
+    gold: dict[str, str | None] = {}
+    keep = []
+    for i, (problem, answer) in enumerate(zip(dataset["problem"], dataset["answer"], strict=True)):
+        if problem in gold:
+            if gold[problem] != answer:  # a trajectory file repeats a problem with its one gold answer
+                raise DataError(
+                    f"dataset {sources[i][0]} row {sources[i][1]}: the problem {problem[:60]!r} has two gold "
+                    f"answers ({gold[problem]!r} and {answer!r}); keep the right one"
+                )
+            continue
+        gold[problem] = answer
+        keep.append(i)
     dataset = dataset.select(keep)
     return dataset.map(
         lambda row: {"prompt": prompt_messages(row["problem"], args.instruction, args.system_prompt)},

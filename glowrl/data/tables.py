@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import DataError
-from ..io import looks_local
+from ..io import looks_local, row_text
 
 
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -33,9 +33,11 @@ def _local_file(path: str, field: str) -> Path | None:
 
 
 def _check_jsonl(local: Path, field: str) -> None:
-    """Every line of a JSON Lines file is a JSON object (the loader's own errors name neither file nor line)."""
-    with local.open(encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
+    """Every line of a JSON Lines file is a JSON object of at most `MAX_ROW_BYTES` in UTF-8 (the loader's own errors
+    name neither file nor line, and a huge row would reach the tokenizer)."""
+    with local.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            line = row_text(raw, local, number, field)  # over MAX_ROW_BYTES or not UTF-8: refused, naming the line
             if not line.strip():
                 continue
             try:
@@ -53,7 +55,7 @@ def peek_columns(path: str, field: str = "dataset_paths") -> set[str] | None:
     if local is None:
         return None
     if local.suffix == ".jsonl":
-        with local.open(encoding="utf-8") as f:
+        with local.open(encoding="utf-8", errors="replace") as f:  # a bad byte is named by _check_jsonl
             first = next((line for line in f if line.strip()), "")
         try:
             row = json.loads(first)

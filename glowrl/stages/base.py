@@ -11,6 +11,7 @@ section leaves them unset (`{"model_name_or_path": "model"}`: RL starts from the
 """
 
 import importlib.util
+import itertools
 import os
 import pkgutil
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from importlib import import_module
 from pathlib import Path
 
 from ..errors import RecipeError
+from ..outputs import output_lock
 from ..recipe import (
     PIPELINE_KEYS,
     apply_env,
@@ -93,6 +95,7 @@ class Stage:
 
 _registered: dict[str, Stage] = {}
 _NOT_STAGES = {"base", "training"}
+SHIPPED_ORDER = ("generate", "sft", "rl", "eval")  # the order the shipped stages feed each other
 
 
 def register_stage(stage: Stage) -> Stage:
@@ -178,7 +181,20 @@ def resolve_recipe(recipe: dict) -> dict[str, dict]:
         for kind, value in stage.outputs(values).items():
             products.setdefault(kind, []).append(value)
         resolved[name] = values
+    _check_order(resolved)
     return resolved
+
+
+def _check_order(resolved: dict) -> None:
+    """Refuse shipped stages written out of the paper's order (`rl:` above `sft:` would train RL from the base model
+    and SFT after it): stages run in the order written, and an unset input takes only earlier products."""
+    shipped = [name for name in resolved if name in SHIPPED_ORDER]
+    for before, after in itertools.pairwise(shipped):
+        if SHIPPED_ORDER.index(before) > SHIPPED_ORDER.index(after):
+            raise RecipeError(
+                f"section {before}: comes before {after}: (stages run in the order written, each from the products "
+                f"of those above it); put them in the order {', '.join(SHIPPED_ORDER)}"
+            )
 
 
 def stage_values(stage: Stage, recipe: dict) -> dict:
@@ -233,4 +249,11 @@ def run_stage(name: str, argv: list[str]):
     """`glowrl <stage> ...`: parse the stage's arguments and run it in this process."""
     say_deepspeed_runs_on_cpu()
     stage = get_stage(name)
-    return stage.run(*parse_stage_args(stage, argv))
+    parsed = parse_stage_args(stage, argv)
+    output_dir = next((p.output_dir for p in parsed if getattr(p, "output_dir", None)), None)
+    if output_dir is None:
+        return stage.run(*parsed)
+    shard = next((p.shard for p in parsed if getattr(p, "shard", None)), None)  # shards share an output by design
+    key = f".shard{shard.replace('/', 'of')}" if isinstance(shard, str) else ""
+    with output_lock(output_dir, f"glowrl {name}", "output_dir", key):  # one run per output, the holder named
+        return stage.run(*parsed)

@@ -106,8 +106,14 @@ def check(args: EvalArguments, linked=()):
     for model in args.model_list() if "models" not in linked else []:
         check_model_path(model, "models")
     for spec in specs(args):
-        if spec.hub is None:
-            load_problems(spec, 1)
+        problems = load_problems(spec) if spec.hub is None else None
+        if problems is not None and not problems:
+            raise RecipeError(f"benchmark_files: {spec.path} holds no problems; give a file with at least one row")
+        if problems and all(p.gold is None for p in problems):
+            raise RecipeError(
+                f"answer_field: every {spec.answer_field!r} of {spec.path} is null or empty, so nothing can be "
+                "scored; name the gold-answer field"
+            )
     check_sampling(SamplingConfig(args.temperature, args.top_p, args.max_new_tokens, args.num_samples))
     if "output_dir" not in linked:
         cached = (Path(args.output_dir) / "cache").is_dir()

@@ -63,6 +63,8 @@ def check(rl_args: RLArguments, *parsed, linked=()):
     data = script_args[0]
     if "dataset_paths" not in linked:
         data.check_files()
+        if "output_dir" in linked and rl_args.algorithm in ("dpo", "kto"):  # in a pipeline: fail before SFT trains
+            algorithm.build_dataset(*script_args, training_args)  # no pairs (positive-only data): one line
     if "output_dir" not in linked:  # the pipeline manages its stages' output directories itself
         return check_stage_output(rl_args, training_args, model_args, data.dataset_paths)
     return None

@@ -105,6 +105,8 @@ def run_study(config: str, wait: bool = False, poll_s: float = 30.0) -> dict:
                 _check_run(arm, recipe)
             plan.append((arm, seed, recipe))
     previous = json.loads((root / STUDY_NAME).read_text()) if (root / STUDY_NAME).is_file() else {}
+    if not previous:
+        _check_not_the_users(study, plan)
     jobs = {(r["arm"], r["seed"]): r.get("job_id") for r in previous.get("runs", [])}
     runs, local = [], []
     print(
@@ -148,6 +150,22 @@ def run_study(config: str, wait: bool = False, poll_s: float = 30.0) -> dict:
     if wait and any(r["status"] == "queued" for r in runs):
         return _wait_and_collect(config, poll_s)
     return result
+
+
+def _check_not_the_users(study: Study, plan: list) -> None:
+    """With no `study.json` (no record of this study), refuse a root holding a file the study would replace: its
+    tables and plots, or a run recipe with other content (one with the same content is an interrupted first try)."""
+    root = study.output_root
+    theirs = [p for p in [root / "study.md", *root.glob("study_*.png")] if p.exists()]
+    for arm, seed, recipe in plan:
+        path = root / "recipes" / f"{arm}-seed{seed}.yaml"
+        if path.exists() and (not path.is_file() or path.read_text() != yaml.safe_dump(recipe, sort_keys=False)):
+            theirs.append(path)
+    if theirs:
+        raise RecipeError(
+            f"output_root: {theirs[0]} is a file this study never wrote (no {STUDY_NAME} in {root}), and the study "
+            "would replace it; choose another output_root, or move the file"
+        )
 
 
 def _collect(entry: dict, resolved: dict) -> None:

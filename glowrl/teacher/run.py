@@ -42,14 +42,25 @@ def load_problems(args) -> list[dict]:
         ids = table[args.id_column] if args.id_column in table.column_names else None
         for index, row in enumerate(table):
             problem_id = str(ids[index]) if ids is not None else f"{Path(path).stem}-{index}"
-            text = str(row[args.problem_column])
-            if problem_id in seen:
-                if seen[problem_id] != text:
-                    raise GlowrlError(f"dataset {path} row {index}: problem id {problem_id!r} names two problems")
-                continue
-            seen[problem_id] = text
+            text = row[args.problem_column]
+            if text is None or not str(text).strip():
+                raise GlowrlError(
+                    f"dataset {path} row {index}: {args.problem_column} is empty or null; give the problem's text or "
+                    "remove the row"
+                )
+            text = str(text)
             answer = row[gold]
             answer = None if answer is None or str(answer).strip() == "" else str(answer)
+            if problem_id in seen:
+                if seen[problem_id][0] != text:
+                    raise GlowrlError(f"dataset {path} row {index}: problem id {problem_id!r} names two problems")
+                if seen[problem_id][1] != answer:
+                    raise GlowrlError(
+                        f"dataset {path} row {index}: problem id {problem_id!r} has two gold answers "
+                        f"({seen[problem_id][1]!r} and {answer!r}); keep the right one"
+                    )
+                continue
+            seen[problem_id] = (text, answer)
             problems.append({"problem_id": problem_id, "problem": text, "answer": answer})
     return problems
 
