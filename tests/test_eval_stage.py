@@ -114,12 +114,12 @@ def test_advice_says_which_way_to_move():
 
 def test_advice_tells_a_model_without_the_answer_format_from_prompts_too_hard():
     answered = [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]  # 11 of 12 samples give no boxed answer
-    f = handoff_figures([[0] * 4] * 3, [[1.0] * 4] * 3, [[8] * 4] * 3, [[1, 1, 0, 0]] * 3, answered)
+    f = handoff_figures([[0] * 4] * 3, [[1.0] * 4] * 3, [[8] * 4] * 3, [[1, 1, 0, 0]] * 3, answered=answered)
     assert f["no_answer_rate"] == pytest.approx(11 / 12) and f["share_all_wrong"] == 1.0
     text = advice(f, 1.0)
     assert "has not learned the answer format" in text and "92% of the samples give no final" in text
     assert "50% run out of tokens" in text and "easier prompts" not in text and "train SFT further" in text
-    answering = handoff_figures([[0] * 4] * 3, [[1.0] * 4] * 3, [[8] * 4] * 3, [[0] * 4] * 3, [[1] * 4] * 3)
+    answering = handoff_figures([[0] * 4] * 3, [[1.0] * 4] * 3, [[8] * 4] * 3, [[0] * 4] * 3, answered=[[1] * 4] * 3)
     assert answering["no_answer_rate"] == 0.0 and "too hard" in advice(answering, 1.0)  # it answers, wrongly
 
 
