@@ -130,16 +130,17 @@ def post_init_rollout_config(args, parent_post_init) -> None:
         ) from None
 
 
-def vllm_serve_command(**script_args) -> list[str]:
+def vllm_serve_command(on_gpus: bool | None = None, **script_args) -> list[str]:
     """The `vllm serve` command line TRL's trainers expect a server to run (`trl.scripts.vllm_serve.build_command`:
-    NCCL weight transfer, processed log-probs; on a CPU, glowrl's gloo transfer); run it with
-    `VLLM_SERVER_DEV_MODE=1`. Needs no vLLM to build."""
+    NCCL weight transfer, processed log-probs), for a server on GPUs, or (`on_gpus=False`) on CPUs, where it uses
+    glowrl's gloo weight transfer; by default, as this machine is. Run it with `VLLM_SERVER_DEV_MODE=1`. Needs no vLLM
+    to build."""
     from trl.scripts.vllm_serve import ScriptArguments, build_command
 
     from .vllm_support import on_cpu, runnable_serve_command
 
     command = runnable_serve_command(build_command(ScriptArguments(**script_args)))
-    if on_cpu():  # NCCL needs CUDA: glowrl's gloo weight transfer (`glowrl.vllm_gloo`)
+    if not (on_gpus if on_gpus is not None else not on_cpu()):  # NCCL needs CUDA: gloo (`glowrl.vllm_gloo`)
         from .vllm_gloo import cpu_serve_command
 
         command = cpu_serve_command(command)

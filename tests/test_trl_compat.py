@@ -95,3 +95,11 @@ def test_the_vllm_hooks_glowrl_replaces_on_a_cpu_still_exist():
 def test_sft_trainer_keeps_its_training_chat_template_on_self():
     # glowrl.glow.resume records it: with assistant_only_loss, SFTTrainer tokenizes with this template
     assert "self.chat_template = " in inspect.getsource(trl.SFTTrainer.__init__)
+
+
+def test_a_server_for_gpu_nodes_keeps_nccl_wherever_the_command_is_built():
+    from glowrl._trl_compat import vllm_serve_command
+
+    for on_gpus, backend in ((True, "nccl"), (False, "gloo")):
+        command = vllm_serve_command(on_gpus=on_gpus, model="m")
+        assert json.loads(command[command.index("--weight-transfer-config") + 1])["backend"] == backend

@@ -316,6 +316,7 @@ class SlurmLauncher:
 
         tensor_parallel = self.settings.vllm_tensor_parallel_size or max(1, self.gpus_per_node)
         return vllm_serve_command(
+            on_gpus=self.gpus_per_node > 0,
             model=values["model_name_or_path"],
             port=self.settings.vllm_port,
             tensor_parallel_size=tensor_parallel,
