@@ -332,6 +332,7 @@ def test_every_command_that_writes_holds_its_output_naming_the_holder(
         assert_refused(capsys, [*gen, "--shard", "0/2"], "(glowrl generate, pid", out)
         assert_refused(capsys, [*gen, "--shard", "1/2"], "output_dir: ", out)  # not the lock: its own check
     assert (out / "half.txt").read_text() == "the first run's half-written output"
+    assert not list(tmp_path.glob(".*.glowrl.lock"))  # each lock file went with its holder
 
 
 def test_an_output_inside_the_model_is_refused_even_with_overwrite(tmp_path, tiny_model_dir, capsys):
@@ -344,6 +345,9 @@ def test_an_output_inside_the_model_is_refused_even_with_overwrite(tmp_path, tin
         argv = ["readiness", "--model", model, "--config", recipe, "--output", output, "--overwrite"]
         assert_refused(capsys, argv, "--output: ", model, recipe)
     assert not (model / "readiness.json").exists() and not (model / "results.json").exists()
+    stage = tmp_path / "eval.yaml"  # the eval stage: its output_dir inside a model it evaluates
+    stage.write_text(yaml.safe_dump({"models": [str(model)], "benchmarks": ["amc23"], "output_dir": str(model / "e")}))
+    assert_refused(capsys, ["eval", "--config", stage, "--overwrite", "true"], "output_dir: ", model)
 
 
 def test_an_empty_benchmark_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys):

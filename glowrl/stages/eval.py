@@ -115,7 +115,8 @@ def check(args: EvalArguments, linked=()):
     check_sampling(SamplingConfig(args.temperature, args.top_p, args.max_new_tokens, args.num_samples))
     if "output_dir" not in linked:
         cached = (Path(args.output_dir) / "cache").is_dir()
-        check_output(args.output_dir, "output_dir", overwrite=args.overwrite, resume=cached)
+        inputs = {"models": args.model_list()}  # never inside a model it evaluates, even with --overwrite
+        check_output(args.output_dir, "output_dir", overwrite=args.overwrite, resume=cached, inputs=inputs)
 
 
 def _read(path: Path) -> str | None:
