@@ -124,12 +124,26 @@ def _read(path: Path) -> str | None:
 
 
 def fingerprint(model: str) -> str:
-    """What a cached evaluation depends on in a model: its files' names, sizes and modification times (or its name)."""
+    """What a cached evaluation depends on in a model: its files' names, sizes and contents (or its name).
+
+    The content is the hash of each file's first and last MiB (the whole of a small file: configs, tokenizer), not
+    its modification time, which a copy or a `touch` changes and `cp -p` keeps: retrained weights differ there.
+    """
     path = Path(model)
     if not path.is_dir():
         return model
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))
-    return json.dumps([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+    return json.dumps([(p.name, p.stat().st_size, _content_hash(p)) for p in files])
+
+
+def _content_hash(path: Path, span: int = 2**20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        digest.update(f.read(span))
+        if path.stat().st_size > 2 * span:
+            f.seek(-span, 2)
+        digest.update(f.read(span))
+    return digest.hexdigest()[:16]
 
 
 def run(args: EvalArguments):
