@@ -589,3 +589,15 @@ def test_generate_and_readiness_values_are_one_line(tmp_path, tiny_model_dir, ad
     assert_refused(capsys, [*base, "--config", grpo, "--prompts", "-3"], "--prompts must be at least 1, got -3")
     sft = REPO / "recipes/tiny/sft.yaml"
     assert_refused(capsys, [*base, "--config", sft], f"--config: {sft} is not an RL recipe")
+
+
+def test_a_damaged_middle_line_of_a_generation_is_refused_not_regenerated(tmp_path, tiny_model_dir, capsys):
+    problems = write_jsonl(tmp_path / "p.jsonl", [{"problem": f"{i}+1?", "answer": str(i + 1)} for i in range(3)])
+    out = tmp_path / "gen"
+    argv = ["generate", "--teacher", tiny_model_dir, "--dataset_paths", problems, "--output_dir", out]
+    argv += ["--max_new_tokens", "4", "--num_samples", "1"]
+    assert glowrl_main([str(a) for a in argv]) == 0
+    trajectories = out / "trajectories.jsonl"
+    lines = trajectories.read_text().splitlines(keepends=True)
+    trajectories.write_text(lines[0] + "{damaged\n" + "".join(lines[2:]))
+    assert_refused(capsys, argv, f"{trajectories} line 2 is not valid JSON, but whole lines follow it", out)
