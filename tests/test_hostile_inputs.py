@@ -601,3 +601,15 @@ def test_a_damaged_middle_line_of_a_generation_is_refused_not_regenerated(tmp_pa
     lines = trajectories.read_text().splitlines(keepends=True)
     trajectories.write_text(lines[0] + "{damaged\n" + "".join(lines[2:]))
     assert_refused(capsys, argv, f"{trajectories} line 2 is not valid JSON, but whole lines follow it", out)
+
+
+def test_the_eval_stage_never_replaces_another_evaluations_results(tmp_path, tiny_model_dir, capsys):
+    other = Path(shutil.copytree(tiny_model_dir, tmp_path / "other"))
+    recipe = {"benchmarks": ["amc23"], "max_problems": 1, "max_new_tokens": 4, "output_dir": str(tmp_path / "eval")}
+    (tmp_path / "first.yaml").write_text(yaml.safe_dump({**recipe, "models": [tiny_model_dir]}))
+    assert glowrl_main(["eval", "--config", str(tmp_path / "first.yaml")]) == 0
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump({**recipe, "models": [str(other)]}))
+    argv = ["eval", "--config", tmp_path / "second.yaml"]
+    assert_refused(
+        capsys, argv, f"holds the results of {tiny_model_dir}, which this evaluation would replace", tmp_path / "eval"
+    )

@@ -146,6 +146,24 @@ def _content_hash(path: Path, span: int = 2**20) -> str:
     return digest.hexdigest()[:16]
 
 
+def _check_same_models(path: Path, models: list[str], overwrite: bool) -> None:
+    """Refuse to replace results.json holding another evaluation (a model this run does not evaluate, or no eval
+    stage config) without `--overwrite`. Re-runs that add models or change benchmarks update it from the cache."""
+    if overwrite or not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())["config"]["models"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        previous = None
+    dropped = None if previous is None else [m for m in previous if m not in models]
+    if previous is None or dropped:
+        what = f"the results of {', '.join(dropped)}" if dropped else "results this stage did not write"
+        raise RecipeError(
+            f"output_dir: {path} holds {what}, which this evaluation would replace; pass --overwrite to replace "
+            "them, or choose another output_dir"
+        )
+
+
 def run(args: EvalArguments):
     """Evaluate every (model, benchmark) not cached, then assemble, compare and write the results."""
     from ..evaluation import SamplingConfig, default_ks, evaluate
@@ -161,6 +179,7 @@ def run(args: EvalArguments):
     settings = {k: v for k, v in asdict(args).items() if k not in (*chosen_by, "output_dir", "overwrite", "k")}
     cache = Path(args.output_dir) / "cache"
     models = args.model_list()
+    _check_same_models(Path(args.output_dir) / "results.json", models, args.overwrite)
     entries = {}
     for model in models:
         keys = {
