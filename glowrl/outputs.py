@@ -165,8 +165,8 @@ class RunLock:
 
     def __exit__(self, *exc):
         if self.handle is not None:
-            if self.lock_path is not None:  # leave nothing beside the output (a run that opened the file meanwhile
-                self.lock_path.unlink(missing_ok=True)  # finds it gone and locks the one now at the path: __enter__)
+            if self.lock_path is not None:  # leave nothing beside the output (a run that opened it meanwhile
+                self.lock_path.unlink(missing_ok=True)  # sees another file at the path and retries, see __enter__)
             self.handle.seek(0)
             self.handle.truncate()
             fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
@@ -184,9 +184,10 @@ def _same_file(handle, path: Path) -> bool:
 
 def output_lock(path, what: str, field: str, key: str = ""):
     """The lock of one stage's or command's output (a directory or a file), for `with`: a [`RunLock`] on
-    `<parent>/.<name>[key].glowrl.lock`, beside the output, so that taking it creates nothing inside the output (and
-    nothing at all where the output's parent is a file). `key` tells apart runs that share an output by design (the
-    shards of a generation). Only the main process of a multi-process launch (`RANK` unset or 0) takes it."""
+    `<parent>/.<name>[key].glowrl.lock`, beside the output and removed when the run ends, so that taking it creates
+    nothing inside the output (and nothing at all where the output's parent is a file). `key` tells apart runs that
+    share an output by design (the shards of a generation). Only the main process of a multi-process launch (`RANK`
+    unset or 0) takes it."""
     if os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext()
     path = _resolved(path)

@@ -151,7 +151,7 @@ def validate(resolved: dict, launcher, here: bool = True) -> None:
         linked = {key for key, kind in stage.inputs.items() if kind.rstrip("*") in produced} | {"output_dir"}
         if stage.check is not None:
             stage.check(*parsed, linked=linked)
-        inputs = {key: values.get(key) for key in ("model_name_or_path", "dataset_paths", "teacher")}
+        inputs = {key: values.get(key) for key in ("model_name_or_path", "dataset_paths", "teacher", "models")}
         check_output(values["output_dir"], f"{name}.output_dir", resume=True, inputs=inputs)  # its own input?
         produced |= set(stage.outputs(values))
 

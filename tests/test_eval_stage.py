@@ -4,7 +4,10 @@ python -m pytest tests/test_eval_stage.py
 """
 
 import json
+import os
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import yaml
@@ -314,3 +317,19 @@ def test_a_failed_report_after_rl_keeps_the_trained_model_and_says_so(
     assert (
         "the hand-off report after RL failed (RuntimeError: CUDA out of memory (injected))" in capsys.readouterr().out
     )
+
+
+def test_the_eval_cache_is_keyed_on_model_content_not_modification_time(tmp_path, tiny_model_dir):
+    from glowrl.stages.eval import fingerprint
+
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "m"))
+    before = fingerprint(str(model))
+    os.utime(model / "config.json")  # touched: the same model
+    assert fingerprint(str(model)) == before
+    weights = model / "model.safetensors"
+    stat = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # another model of the same size, its time kept (as cp -p would)
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fingerprint(str(model)) != before

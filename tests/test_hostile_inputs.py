@@ -332,6 +332,7 @@ def test_every_command_that_writes_holds_its_output_naming_the_holder(
         assert_refused(capsys, [*gen, "--shard", "0/2"], "(glowrl generate, pid", out)
         assert_refused(capsys, [*gen, "--shard", "1/2"], "output_dir: ", out)  # not the lock: its own check
     assert (out / "half.txt").read_text() == "the first run's half-written output"
+    assert not list(tmp_path.glob(".*.glowrl.lock"))  # each lock file went with its holder
 
 
 def test_an_output_inside_the_model_is_refused_even_with_overwrite(tmp_path, tiny_model_dir, capsys):
@@ -344,6 +345,9 @@ def test_an_output_inside_the_model_is_refused_even_with_overwrite(tmp_path, tin
         argv = ["readiness", "--model", model, "--config", recipe, "--output", output, "--overwrite"]
         assert_refused(capsys, argv, "--output: ", model, recipe)
     assert not (model / "readiness.json").exists() and not (model / "results.json").exists()
+    stage = tmp_path / "eval.yaml"  # the eval stage: its output_dir inside a model it evaluates
+    stage.write_text(yaml.safe_dump({"models": [str(model)], "benchmarks": ["amc23"], "output_dir": str(model / "e")}))
+    assert_refused(capsys, ["eval", "--config", stage, "--overwrite", "true"], "output_dir: ", model)
 
 
 def test_an_empty_benchmark_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, capsys):
@@ -585,3 +589,27 @@ def test_generate_and_readiness_values_are_one_line(tmp_path, tiny_model_dir, ad
     assert_refused(capsys, [*base, "--config", grpo, "--prompts", "-3"], "--prompts must be at least 1, got -3")
     sft = REPO / "recipes/tiny/sft.yaml"
     assert_refused(capsys, [*base, "--config", sft], f"--config: {sft} is not an RL recipe")
+
+
+def test_a_damaged_middle_line_of_a_generation_is_refused_not_regenerated(tmp_path, tiny_model_dir, capsys):
+    problems = write_jsonl(tmp_path / "p.jsonl", [{"problem": f"{i}+1?", "answer": str(i + 1)} for i in range(3)])
+    out = tmp_path / "gen"
+    argv = ["generate", "--teacher", tiny_model_dir, "--dataset_paths", problems, "--output_dir", out]
+    argv += ["--max_new_tokens", "4", "--num_samples", "1"]
+    assert glowrl_main([str(a) for a in argv]) == 0
+    trajectories = out / "trajectories.jsonl"
+    lines = trajectories.read_text().splitlines(keepends=True)
+    trajectories.write_text(lines[0] + "{damaged\n" + "".join(lines[2:]))
+    assert_refused(capsys, argv, f"{trajectories} line 2 is not valid JSON, but whole lines follow it", out)
+
+
+def test_the_eval_stage_never_replaces_another_evaluations_results(tmp_path, tiny_model_dir, capsys):
+    other = Path(shutil.copytree(tiny_model_dir, tmp_path / "other"))
+    recipe = {"benchmarks": ["amc23"], "max_problems": 1, "max_new_tokens": 4, "output_dir": str(tmp_path / "eval")}
+    (tmp_path / "first.yaml").write_text(yaml.safe_dump({**recipe, "models": [tiny_model_dir]}))
+    assert glowrl_main(["eval", "--config", str(tmp_path / "first.yaml")]) == 0
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump({**recipe, "models": [str(other)]}))
+    argv = ["eval", "--config", tmp_path / "second.yaml"]
+    assert_refused(
+        capsys, argv, f"holds the results of {tiny_model_dir}, which this evaluation would replace", tmp_path / "eval"
+    )

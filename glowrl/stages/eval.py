@@ -117,7 +117,8 @@ def check(args: EvalArguments, linked=()):
     check_sampling(SamplingConfig(args.temperature, args.top_p, args.max_new_tokens, args.num_samples))
     if "output_dir" not in linked:
         cached = (Path(args.output_dir) / "cache").is_dir()
-        check_output(args.output_dir, "output_dir", overwrite=args.overwrite, resume=cached)
+        inputs = {"models": args.model_list()}  # never inside a model it evaluates, even with --overwrite
+        check_output(args.output_dir, "output_dir", overwrite=args.overwrite, resume=cached, inputs=inputs)
 
 
 def _read(path: Path) -> str | None:
@@ -125,12 +126,44 @@ def _read(path: Path) -> str | None:
 
 
 def fingerprint(model: str) -> str:
-    """What a cached evaluation depends on in a model: its files' names, sizes and modification times (or its name)."""
+    """What a cached evaluation depends on in a model: its files' names, sizes and contents (or its name).
+
+    The content is the hash of each file's first and last MiB (the whole of a small file: configs, tokenizer), not
+    its modification time, which a copy or a `touch` changes and `cp -p` keeps: retrained weights differ there.
+    """
     path = Path(model)
     if not path.is_dir():
         return model
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))
-    return json.dumps([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+    return json.dumps([(p.name, p.stat().st_size, _content_hash(p)) for p in files])
+
+
+def _content_hash(path: Path, span: int = 2**20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        digest.update(f.read(span))
+        if path.stat().st_size > 2 * span:
+            f.seek(-span, 2)
+        digest.update(f.read(span))
+    return digest.hexdigest()[:16]
+
+
+def _check_same_models(path: Path, models: list[str], overwrite: bool) -> None:
+    """Refuse to replace results.json holding another evaluation (a model this run does not evaluate, or no eval
+    stage config) without `--overwrite`. Re-runs that add models or change benchmarks update it from the cache."""
+    if overwrite or not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())["config"]["models"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        previous = None
+    dropped = None if previous is None else [m for m in previous if m not in models]
+    if previous is None or dropped:
+        what = f"the results of {', '.join(dropped)}" if dropped else "results this stage did not write"
+        raise RecipeError(
+            f"output_dir: {path} holds {what}, which this evaluation would replace; pass --overwrite to replace "
+            "them, or choose another output_dir"
+        )
 
 
 def run(args: EvalArguments):
@@ -148,6 +181,7 @@ def run(args: EvalArguments):
     settings = {k: v for k, v in asdict(args).items() if k not in (*chosen_by, "output_dir", "overwrite", "k")}
     cache = Path(args.output_dir) / "cache"
     models = args.model_list()
+    _check_same_models(Path(args.output_dir) / "results.json", models, args.overwrite)
     entries = {}
     for model in models:
         keys = {

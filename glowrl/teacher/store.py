@@ -49,10 +49,16 @@ class TrajectoryFile:
             text = self.path.read_text(encoding="utf-8")
             lines = text.split("\n")
             complete = []
-            for line in lines[:-1]:  # every line but the last ends with "\n"
+            for number, line in enumerate(lines[:-1], 1):  # every line but the last ends with "\n"
                 try:
                     complete.append(json.loads(line))
                 except ValueError:
+                    if any(later.strip() for later in lines[number:-1]):  # whole lines after it: not a torn write
+                        raise GlowrlError(
+                            f"output_dir: {self.path} line {number} is not valid JSON, but whole lines follow it (the "
+                            f"file was damaged or edited, not cut short); fix or remove line {number}, or pass "
+                            "--overwrite to generate it again"
+                        ) from None
                     break  # a torn write: this line and whatever follows it are redone
             self.rows = complete
             if len(complete) != len(lines) - 1 or lines[-1]:
