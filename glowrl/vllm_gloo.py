@@ -39,19 +39,11 @@ def broadcast(group, tensor) -> None:
     group.broadcast(tensor, 0).wait()
 
 
-def repack_vocab_layers(model) -> None:
-    """Process every vocabulary layer that carries a CPU GEMM again from its current weight. vLLM's layerwise
-    reload does not repack a tied LM head: its GEMM copy would keep the old weights."""
-    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
-
-    for module in model.modules():
-        if isinstance(module, VocabParallelEmbedding) and hasattr(module, "cpu_linear"):
-            module.quant_method.process_weights_after_loading(module)
-
-
 def _engine_class():
     import torch
     from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+    from .vllm_support import repack_vocab_layers
 
     class GlooWeightTransferEngine(NCCLWeightTransferEngine):
         """vLLM's NCCL weight-transfer engine (its init and update messages, its layerwise reload) over gloo."""

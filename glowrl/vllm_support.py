@@ -138,15 +138,20 @@ def reload_weights(llm, weights) -> None:
 
     vLLM's CPU backend packs each linear layer's weight for its GEMM kernels after loading and drops the original, so
     a weight cannot be loaded one at a time afterwards. The model runner's `reload_weights` restores the layers'
-    parameters, loads all the weights and packs them again. It does not repack a tied LM head (the embedding's
-    GEMM copy stays the old one: logits from stale weights, measured 4.6 nats off on a tiny model), so every vocabulary
-    layer that carries a CPU GEMM is processed again from its new weight.
+    parameters, loads all the weights and packs them again; [`repack_vocab_layers`] then does what it leaves out.
     """
-    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
-
     runner = llm.llm_engine.model_executor.driver_worker.model_runner
     runner.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
-    for module in runner.get_model().modules():
+    repack_vocab_layers(runner.get_model())
+
+
+def repack_vocab_layers(model) -> None:
+    """Process every vocabulary layer that carries a CPU GEMM again from its current weight. vLLM's layerwise reload
+    does not repack a tied LM head: its GEMM copy keeps the old weights (logits from stale weights, measured 4.6 nats
+    off on a tiny model)."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+
+    for module in model.modules():
         if isinstance(module, VocabParallelEmbedding) and hasattr(module, "cpu_linear"):
             module.quant_method.process_weights_after_loading(module)
 
