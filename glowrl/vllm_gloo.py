@@ -6,8 +6,9 @@ NotImplementedError) and vLLM 0.30 ships no CPU engine. This module is the same 
 
 - server side, [`GlooWeightTransferEngine`]: vLLM's NCCL engine with its process group and receive loop replaced.
   Registered as the weight-transfer backend `"gloo"` by [`register`], which vLLM calls in each of its processes
-  through the `vllm.general_plugins` entry point glowrl installs. The server is started with
-  `--weight-transfer-config '{"backend": "gloo"}'` ([`cpu_serve_command`]).
+  through the `vllm.general_plugins` entry point glowrl installs (`pyproject.toml`); vLLM's engine registry
+  (`WeightTransferEngineFactory._registry`) is private, and this module is where glowrl reads it. The server is
+  started with `--weight-transfer-config '{"backend": "gloo"}'` ([`cpu_serve_command`]).
 - trainer side, [`GlooVLLMClient`]: TRL's `VLLMClient` with `init_communicator` and `update_named_params` over the
   same group; `glowrl._trl_compat.cpu_server_client` puts it where TRL builds its client.
 
@@ -74,7 +75,8 @@ def _engine_class():
 
 
 def register() -> None:
-    """vLLM's plugin hook (entry point `vllm.general_plugins: glowrl`): the `"gloo"` weight-transfer backend."""
+    """vLLM's plugin hook (entry point `vllm.general_plugins: glowrl_gloo_weight_transfer`): the `"gloo"`
+    weight-transfer backend."""
     from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
 
     if BACKEND not in WeightTransferEngineFactory._registry:
