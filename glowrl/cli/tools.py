@@ -205,17 +205,9 @@ def _evaluate(args):
         args.benchmark_schema,
         args.ood_benchmark_file,
     )
-    from ..evaluation.eval_sets import load_problems
+    from ..evaluation.eval_sets import check_local_files
 
-    for spec in specs:  # an empty or gold-less benchmark would give no metrics: refused before anything is written
-        problems = load_problems(spec) if spec.path is not None else None
-        if problems is not None and not problems:
-            raise EvaluationError(f"--benchmark_file: {spec.path} holds no problems; give one with a row")
-        if problems and all(p.gold is None for p in problems):
-            raise EvaluationError(
-                f"--answer_field: every {spec.answer_field!r} of {spec.path} is null or empty, so nothing can be "
-                "scored; name the gold-answer field with --answer_field"
-            )
+    check_local_files(specs)  # an empty or gold-less file would give no metrics: refused before anything is written
     if args.max_problems is not None and args.max_problems < 1:
         raise EvaluationError(f"--max_problems must be at least 1, got {args.max_problems}")
     sampling = SamplingConfig(

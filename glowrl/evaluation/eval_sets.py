@@ -203,6 +203,22 @@ def read_rows(spec: BenchmarkSpec) -> list[dict]:
     return _rows_of_schema(spec, rows)
 
 
+def check_local_files(specs, error=EvaluationError, file_field="--benchmark_file", answer_field="--answer_field"):
+    """Refuse, before anything is written, a local benchmark file with no rows or whose golds are all null or empty
+    (it would give no metrics), naming the flag or recipe key (`file_field`, `answer_field`) and the file."""
+    for spec in specs:
+        if spec.path is None or spec.hub is not None:
+            continue
+        problems = load_problems(spec)
+        if not problems:
+            raise error(f"{file_field}: {spec.path} holds no problems; give a file with at least one row")
+        if all(p.gold is None for p in problems):
+            raise error(
+                f"{answer_field}: every {spec.answer_field!r} of {spec.path} is null or empty, so nothing can be "
+                f"scored; name the gold-answer field with {answer_field}"
+            )
+
+
 def load_problems(spec: BenchmarkSpec, max_problems: int | None = None, choice_seed: int = 0) -> list[Problem]:
     """Load the first `max_problems` rows of `spec` (all when `None`) as [`Problem`]s.
 

@@ -95,7 +95,7 @@ def specs(args: EvalArguments) -> list:
 
 def check(args: EvalArguments, linked=()):
     """Models named, benchmarks known and readable, sampling values in range, the output not someone else's."""
-    from ..evaluation.eval_sets import load_problems
+    from ..evaluation.eval_sets import check_local_files
     from ..evaluation.generation import SamplingConfig
     from ..evaluation.run import check_sampling
     from ..models import check_model_path
@@ -105,15 +105,7 @@ def check(args: EvalArguments, linked=()):
         raise RecipeError("models: the eval stage has no model to evaluate; give models (or include_base: true)")
     for model in args.model_list() if "models" not in linked else []:
         check_model_path(model, "models")
-    for spec in specs(args):
-        problems = load_problems(spec) if spec.hub is None else None
-        if problems is not None and not problems:
-            raise RecipeError(f"benchmark_files: {spec.path} holds no problems; give a file with at least one row")
-        if problems and all(p.gold is None for p in problems):
-            raise RecipeError(
-                f"answer_field: every {spec.answer_field!r} of {spec.path} is null or empty, so nothing can be "
-                "scored; name the gold-answer field"
-            )
+    check_local_files(specs(args), RecipeError, "benchmark_files", "answer_field")
     check_sampling(SamplingConfig(args.temperature, args.top_p, args.max_new_tokens, args.num_samples))
     if "output_dir" not in linked:
         cached = (Path(args.output_dir) / "cache").is_dir()
