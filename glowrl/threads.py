@@ -11,7 +11,8 @@ Every command goes through `glowrl.cli.main` (the `glowrl` script, `python -m gl
    the decision is the user's (rule 2).
 2. `OMP_NUM_THREADS` set by the user (or by a bare `accelerate launch`, which sets it for each process): kept as is.
 3. Otherwise the physical cores this process may use (its CPU affinity, a cgroup CPU quota), less the cores that other
-   work keeps busy (the 1-minute load average, rounded), at least 1, divided by the local processes.
+   work keeps busy (the 1-minute load average, capped by the tasks runnable now, rounded; [`busy_cores`]), at least
+   1, divided by the local processes.
 
 Why the load: torch's default is one thread per physical core, and OpenMP threads wait for each other at every
 operation, spinning. When other work holds the cores, a thread that has lost its core stalls the rest: on 2 busy
@@ -67,11 +68,39 @@ def _usable_cores() -> int:
     return cores
 
 
+def busy_cores(load_average: float, running_now: float | None) -> float:
+    """The cores other work keeps busy: the 1-minute load average, but no more than the tasks runnable now besides
+    this one (`running_now`, which counts it; None where unknown). The load average lags by a minute: right after a
+    command ends (the conversion before a pipeline, a finished test) it still counts that work, and on 2 idle cores
+    a pipeline then ran every stage on 1 thread."""
+    if running_now is None:
+        return max(load_average, 0.0)
+    return max(0.0, min(load_average, running_now - 1.0))
+
+
+def _running_now(samples: int = 3, interval_s: float = 0.01) -> float | None:
+    """Runnable tasks on the machine now (`procs_running` of /proc/stat, this process included), averaged over a
+    few samples; None where /proc/stat is not there."""
+    import time
+
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat") as f:
+                counts += [int(line.split()[1]) for line in f if line.startswith("procs_running")]
+        except (OSError, ValueError, IndexError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return sum(counts) / len(counts) if counts else None
+
+
 def _load() -> float:
     try:
-        return os.getloadavg()[0]
+        load_average = os.getloadavg()[0]
     except (OSError, AttributeError):
         return 0.0
+    return busy_cores(load_average, _running_now())
 
 
 def decide(env: dict, hostname: str, cores=_usable_cores, load=_load) -> tuple[int | None, str | None]:

@@ -11,10 +11,24 @@ import sys
 import pytest
 from utils import REPO
 
-from glowrl.threads import BUDGET_ENV, budget_for, choose_threads, decide
+from glowrl.threads import BUDGET_ENV, budget_for, busy_cores, choose_threads, decide
 
 
 HOST = "host-a"
+
+
+@pytest.mark.parametrize(
+    ("load_average", "running_now", "expected"),
+    [
+        (0.9, 1.0, 0.0),  # a command that just ended still weighs on the 1-minute average; nothing runs now
+        (0.9, None, 0.9),  # no /proc/stat: the average alone
+        (3.0, 2.0, 1.0),  # one other task runnable now, this one the second
+        (1.0, 6.0, 1.0),  # a burst of runnable tasks does not outweigh the minute's average
+        (0.0, 0.0, 0.0),
+    ],
+)
+def test_busy_cores_caps_the_lagging_load_average_by_what_runs_now(load_average, running_now, expected):
+    assert busy_cores(load_average, running_now) == pytest.approx(expected)
 
 
 def never():
